@@ -1,0 +1,32 @@
+"""fixmatch_jax: semi-supervised learning by pseudo-labelling in JAX/Flax."""
+import setuptools
+
+setuptools.setup(
+    name="fixmatch_jax",
+    version="0.1.0",
+    description="Pseudo-labelling and FixMatch in JAX/Flax: paper reproductions you can trust.",
+    packages=setuptools.find_packages(include=["fixmatch_jax", "fixmatch_jax.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.30",
+        "flax>=0.8",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.5",
+        "ml_collections>=0.1.1",
+        "clu>=0.0.10",
+        "absl-py",
+        "numpy",
+        # tensorflow-cpu: the input pipeline only needs CPU TF; plain `tensorflow`
+        # is a CUDA build that would fight JAX for the accelerator.
+        "tensorflow-cpu>=2.15",
+        "tensorflow-datasets>=4.9",
+        "importlib_resources",  # TFDS builders import it on Python 3.11
+        "tensorboard",  # clu's metric writers
+        "scikit-learn",  # digits dataset, classic QDA reference
+        "pillow",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-xdist", "ruff"],
+    },
+)
