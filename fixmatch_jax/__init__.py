@@ -1,3 +1,3 @@
-"""fixmatch_jax: semi-supervised learning by pseudo-labelling, from Pseudo-Label to FixMatch, in JAX."""
+"""fixmatch_jax: semi-supervised learning by pseudo-labelling, Pseudo-Label to FixMatch, in JAX."""
 
 __version__ = "0.1.0"

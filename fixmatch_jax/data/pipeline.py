@@ -1,0 +1,263 @@
+"""Input pipelines: the labelled + unlabelled training stream and the padded eval stream.
+
+Training streams are random-access: stream position k (k = step * global_batch + row)
+is example `subset[index_shuffle(k % n, seed=(seed, stream_id, k // n))]`, a fresh
+stateless permutation of the n examples every epoch, and that row's augmentation
+seeds are a function of (seed, stream_id, k) only. Hence the same seed gives the
+same batches on any number of processes, and `start_step=s` yields what a fresh
+stream yields after s steps, without replaying it. The labelled stream (id 0) and
+the unlabelled stream (id 1) are independent.
+
+Per step, in tf.data: the global rows of this process are computed in one vector op,
+their images gathered from the in-memory array with NumPy (one call per batch: no
+copy of the dataset into the TF graph, no Python per example), then each example is
+weakly augmented and draws its RandAugment choices (a parallel, deterministic map),
+and RandAugment is applied per batch (`randaugment.strong_augment_batch`, which runs
+each op once per batch). A strong view is RandAugment on top of its own weak
+(flip + crop) draw, as in the FixMatch code. The traced augmentation functions are
+cached per process, so building a second stream costs no RandAugment re-tracing.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from fixmatch_jax.data import augment, randaugment, sources, splits
+
+VIEWS = ("weak", "strong", "strong2", "raw")
+LABELLED_STREAM, UNLABELLED_STREAM = 0, 1
+# Each augmented view owns two seeds of the row's split: [weak part, RandAugment part]. Fixed
+# slots, so a view's draws do not depend on which other views are requested.
+_VIEW_SLOT = {"weak": 0, "strong": 1, "strong2": 2}
+_STRONG_VIEWS = ("strong", "strong2")
+
+
+def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # Only to ask which process this is; the pipeline itself is TensorFlow.
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} not in [0, {process_count}).")
+  return process_index, process_count
+
+
+def _local_rows(global_batch: int, process_index: int, process_count: int, what: str) -> range:
+  """Rows [p*B/P, (p+1)*B/P) of each global batch: the global batch does not depend on P."""
+  if global_batch % process_count:
+    raise ValueError(f"{what}={global_batch} is not divisible by the {process_count} processes.")
+  local = global_batch // process_count
+  return range(process_index * local, (process_index + 1) * local)
+
+
+def weak_pad(config_weak: ml_collections.ConfigDict, image_shape: Sequence[int]) -> int:
+  """Crop padding in pixels: pad_fraction of the image side, rounded half up (0.125*32 = 4)."""
+  return int(math.floor(config_weak.pad_fraction * image_shape[0] + 0.5))
+
+
+def _numpy_gather(array: np.ndarray, indices: tf.Tensor) -> tf.Tensor:
+  """array[indices] for a host NumPy array, without copying the array into the graph."""
+  out = tf.numpy_function(lambda idx: array[idx], [indices], tf.as_dtype(array.dtype),
+                          stateful=False)
+  out.set_shape(indices.shape.concatenate(array.shape[1:]))
+  return out
+
+
+@functools.lru_cache(maxsize=32)
+def _view_functions(views: tuple[str, ...], image_shape: tuple[int, ...], flip: bool, pad: int,
+                    strong_options: tuple[tuple[str, Any], ...]) -> tuple[Callable, Callable]:
+  """Traced augmentation functions for one set of views, shared by every stream that uses them.
+
+  Tracing RandAugment's 14 ops takes seconds; as cached `tf.function`s they are traced once per
+  process (and input shape) instead of once per stream. Autograph is off: the ops are written
+  with explicit TF control flow, and converting them only costs time.
+  """
+  strong_cfg = ml_collections.ConfigDict(dict(strong_options))
+  strong_views = [view for view in views if view in _STRONG_VIEWS]
+
+  @tf.function(autograph=False)
+  def per_example(image, row_seed):
+    seeds = tf.random.experimental.stateless_split(row_seed, 2 * len(_VIEW_SLOT))
+    out = {}
+    for view in views:
+      if view == "raw":
+        out[view] = image
+        continue
+      slot = _VIEW_SLOT[view]
+      out[view] = augment.weak_augment(image, seeds[2 * slot], flip=flip, pad=pad)
+      if view in strong_views:
+        out[f"{view}/params"] = randaugment.strong_augment_params(
+            seeds[2 * slot + 1], image_shape, strong_cfg)
+    return out
+
+  @tf.function(autograph=False)
+  def per_batch(batch):
+    batch = dict(batch)
+    for view in strong_views:
+      batch[view] = randaugment.strong_augment_batch(
+          batch[view], batch.pop(f"{view}/params"), strong_cfg)
+    return batch
+
+  return per_example, per_batch
+
+
+def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
+            global_batch: int, rows: range, start_step: int, seed: int,
+            views: tuple[str, ...], config_data: ml_collections.ConfigDict) -> tf.data.Dataset:
+  """One training stream: batches of `views` (+ "index", "label") of this process's rows."""
+  n = len(subset)
+  if n == 0:
+    raise ValueError(f"Stream {stream_id} has no examples to draw from.")
+  local = len(rows)
+  subset_t = tf.constant(np.asarray(subset, np.int64))
+  labels_t = tf.constant(source.labels.astype(np.int32))
+  image_shape = tuple(source.images.shape[1:])
+  # A 64-bit hash of (seed, stream) for the row seeds [hash, k]: rows and streams never share.
+  stream_hash = int(np.random.SeedSequence([seed, stream_id]).generate_state(1, np.uint64)[0])
+  stream_hash_t = tf.constant(np.uint64(stream_hash).astype(np.int64))
+  num_parallel_calls = (tf.data.AUTOTUNE if config_data.num_parallel_calls < 0
+                        else config_data.num_parallel_calls)
+  augment_example, augment_batch = _view_functions(
+      views, image_shape, bool(config_data.weak.flip), weak_pad(config_data.weak, image_shape),
+      tuple(sorted(config_data.strong.to_dict().items())))
+
+  @tf.autograph.experimental.do_not_convert
+  def step_rows(step):
+    k = step * global_batch + rows.start + tf.range(local, dtype=tf.int64)
+    epoch_seed = tf.stack([tf.fill([local], tf.constant(seed, tf.int64)),
+                           tf.fill([local], tf.constant(stream_id, tf.int64)), k // n], axis=1)
+    # The op behind tf.random.experimental.index_shuffle, called directly: its wrapper pads a
+    # batch of seeds along the wrong axis, and the op takes the (seed, stream, epoch) triple as is.
+    position = tf.raw_ops.RandomIndexShuffle(
+        index=k % n, seed=epoch_seed, max_index=tf.constant(n - 1, tf.int64), rounds=4)
+    index = tf.gather(subset_t, position)
+    return {"image": _numpy_gather(source.images, index),
+            "index": tf.cast(index, tf.int32), "label": tf.gather(labels_t, index),
+            "row_seed": tf.stack([tf.fill([local], stream_hash_t), k], axis=1)}
+
+  @tf.autograph.experimental.do_not_convert
+  def per_example(example):
+    views_out = augment_example(example.pop("image"), example.pop("row_seed"))
+    return {**example, **views_out}
+
+  ds = tf.data.Dataset.counter(start_step).map(step_rows).unbatch()
+  ds = ds.map(per_example, num_parallel_calls=num_parallel_calls, deterministic=True)
+  ds = ds.batch(local, drop_remainder=True)
+  if any(view in _STRONG_VIEWS for view in views):
+    ds = ds.map(tf.autograph.experimental.do_not_convert(augment_batch),
+                num_parallel_calls=num_parallel_calls, deterministic=True)
+  return ds
+
+
+def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.ArraySource,
+                 split: splits.Split, *, views: Sequence[str], seed: int, start_step: int = 0,
+                 process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[dict]:
+  """Endless training batches (this process's slice of each global batch), as NumPy.
+
+  Args:
+    config_data: `config.data`; reads batch_size, mu, weak.flip, weak.pad_fraction, strong
+      (passed to `randaugment`), num_parallel_calls (-1: autotune), prefetch (-1: autotune).
+    train_source: the training set the split indexes.
+    split: labelled and unlabelled indices.
+    views: unlabelled views from `VIEWS`; () omits the "unlabelled" entry (supervised).
+    seed: the run's seed (non-negative).
+    start_step: first step to yield (resume).
+    process_index: this process (default `jax.process_index()`).
+    process_count: number of processes (default `jax.process_count()`).
+
+  Returns:
+    Iterator of {"labelled": {"image": uint8 [B/P,H,W,C] (weak), "label": int32 [B/P]},
+    "unlabelled": {view: uint8 [muB/P,H,W,C] for each view, "index": int32, "label": int32}}.
+    The unlabelled "label" is the ground truth for monitoring only (-1: none).
+  """
+  unknown = [view for view in views if view not in VIEWS]
+  if unknown or len(set(views)) != len(views):
+    raise ValueError(f"views must be distinct names from {VIEWS}, got {tuple(views)}.")
+  if config_data.strong.name != "randaugment" and any(v in _STRONG_VIEWS for v in views):
+    raise ValueError(f"Strong augmentation {config_data.strong.name!r} is not supported by "
+                     f"the pipeline (only 'randaugment').")
+  if seed < 0 or start_step < 0:
+    raise ValueError(f"seed and start_step must be >= 0, got {seed}, {start_step}.")
+  process_index, process_count = _process(process_index, process_count)
+  batch_size = config_data.batch_size
+  unlabelled_batch = config_data.mu * batch_size
+  common = dict(start_step=start_step, seed=seed, config_data=config_data)
+  labelled = _stream(
+      train_source, split.labelled, stream_id=LABELLED_STREAM, global_batch=batch_size,
+      rows=_local_rows(batch_size, process_index, process_count, "batch_size"),
+      views=("weak",), **common)
+  labelled = labelled.map(lambda b: {"image": b["weak"], "label": b["label"]})
+  if views:
+    unlabelled = _stream(
+        train_source, split.unlabelled, stream_id=UNLABELLED_STREAM,
+        global_batch=unlabelled_batch, views=tuple(views),
+        rows=_local_rows(unlabelled_batch, process_index, process_count, "mu * batch_size"),
+        **common)
+    ds = tf.data.Dataset.zip(labelled, unlabelled).map(
+        lambda lab, unlab: {"labelled": lab, "unlabelled": unlab})
+  else:
+    ds = labelled.map(lambda lab: {"labelled": lab})
+  return _finish(ds, config_data.prefetch).as_numpy_iterator()
+
+
+def _finish(ds: tf.data.Dataset, prefetch: int) -> tf.data.Dataset:
+  options = tf.data.Options()
+  options.deterministic = True
+  ds = ds.with_options(options)
+  if prefetch:
+    ds = ds.prefetch(tf.data.AUTOTUNE if prefetch < 0 else prefetch)
+  return ds
+
+
+def num_eval_batches(num_examples: int, batch_size: int) -> int:
+  """Number of (padded) global batches that cover `num_examples`."""
+  return max(1, math.ceil(num_examples / batch_size))
+
+
+def eval_stream(source: sources.ArraySource, *, batch_size: int,
+                process_index: int | None = None, process_count: int | None = None,
+                prefetch: int = 2) -> Iterable[dict]:
+  """Every example of `source` exactly once, in order, in fixed-shape padded batches.
+
+  Global batch b holds examples [b*batch_size, (b+1)*batch_size); process p gets rows
+  [p*bs/P, (p+1)*bs/P) of it, as in training, so every process yields
+  `num_eval_batches(len(source), batch_size)` batches and the global arrays keep the
+  source order. Padding rows are zero images with label 0 and mask False.
+
+  Args:
+    source: the evaluation set.
+    batch_size: global batch size (divisible by the number of processes).
+    process_index: this process (default `jax.process_index()`).
+    process_count: number of processes (default `jax.process_count()`).
+    prefetch: batches to prepare ahead.
+
+  Returns:
+    A re-iterable of {"image": uint8 [bs/P,H,W,C], "label": int32 [bs/P], "mask": bool [bs/P]}.
+  """
+  import tensorflow_datasets as tfds  # `as_numpy` gives a re-iterable with a length.
+
+  process_index, process_count = _process(process_index, process_count)
+  rows = _local_rows(batch_size, process_index, process_count, "eval batch_size")
+  num_examples = len(source)
+  if num_examples == 0:
+    raise ValueError(f"{source.name}: nothing to evaluate.")
+  labels_t = tf.constant(source.labels.astype(np.int32))
+
+  def make_batch(batch):
+    position = batch * batch_size + rows.start + tf.range(len(rows), dtype=tf.int64)
+    mask = position < num_examples
+    index = tf.minimum(position, num_examples - 1)
+    image = _numpy_gather(source.images, index)
+    return {"image": tf.where(mask[:, None, None, None], image, tf.zeros_like(image)),
+            "label": tf.where(mask, tf.gather(labels_t, index), 0), "mask": mask}
+
+  ds = tf.data.Dataset.range(num_eval_batches(num_examples, batch_size)).map(make_batch)
+  return tfds.as_numpy(_finish(ds, prefetch))

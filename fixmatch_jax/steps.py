@@ -1,0 +1,160 @@
+"""The train and eval steps shared by every algorithm, and their data-parallel jit wiring.
+
+`train_step` and `eval_step` are pure module-level functions; their collaborators (model,
+algorithm, optimizer, schedule, config) are bound with functools.partial before jax.jit, so
+tests can call them with fake models. The step is compiled for a 1-D ("data",) device mesh:
+batches are sharded along their leading axis, the state is replicated, and XLA inserts the
+cross-device reductions, so BatchNorm statistics and losses are over the global batch and a
+run on 1 or 64 devices computes the same function.
+"""
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fixmatch_jax import optim
+from fixmatch_jax.algorithms import Algorithm
+from fixmatch_jax.train_state import TrainState
+
+DATA_AXIS = "data"
+
+
+def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
+               algorithm: Algorithm, tx: optax.GradientTransformation,
+               lr_fn: optax.Schedule,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer update: algorithm loss, gradient, optimizer, EMA of the parameters.
+
+  Args:
+    state: the current TrainState.
+    batch: the global batch (see fixmatch_jax.algorithms for its layout).
+    model: the Flax module.
+    algorithm: supplies loss_fn.
+    tx: the optimizer; its weight decay (coupled L2) is applied here, not in the loss.
+    lr_fn: the learning-rate schedule of `tx`, for logging.
+    config: the run config; reads config.algo (passed to the loss) and config.optim.ema_decay.
+
+  Returns:
+    (new state, metrics): metrics are device arrays ("train/loss", "train/lr",
+    "train/grad_norm" and the algorithm's), never pulled to the host here.
+  """
+  step_key = jax.random.fold_in(
+      jax.random.wrap_key_data(state.rng, impl=state.rng_impl), state.step)
+  dropout_key, algo_key = jax.random.split(step_key)
+
+  def forward(params, images, *, train, rngs=None, batch_stats=None):
+    variables = {"params": params,
+                 "batch_stats": state.batch_stats if batch_stats is None else batch_stats}
+    if not train:
+      return model.apply(variables, images, train=False), variables["batch_stats"]
+    rngs = {"dropout": dropout_key} if rngs is None else rngs
+    logits, updates = model.apply(variables, images, train=True, rngs=rngs,
+                                  mutable=["batch_stats"])
+    return logits, updates.get("batch_stats", {})
+
+  def loss_fn(params):
+    return algorithm.loss_fn(
+        params, batch, forward=forward, algo_state=state.algo_state, key=algo_key,
+        step=state.step, cfg=config.algo, num_classes=model.num_classes)
+
+  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  # EMA of the updated parameters only; BatchNorm statistics are not averaged (FixMatch
+  # evaluates the EMA parameters with the online model's statistics).
+  ema_params = optim.ema_update(state.ema_params, params, config.optim.ema_decay)
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=aux["batch_stats"],
+      opt_state=opt_state, ema_params=ema_params, algo_state=aux["algo_state"])
+  metrics = dict(aux["metrics"])
+  metrics["train/loss"] = loss
+  metrics["train/lr"] = lr_fn(state.step)
+  metrics["train/grad_norm"] = optax.global_norm(grads)
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch_stats: Any, batch: dict[str, Any], *,
+              model: nn.Module) -> dict[str, jax.Array]:
+  """Inference-mode sums over one padded evaluation batch.
+
+  Pass `state.ema_params` (with the online `state.batch_stats`) to evaluate the EMA model.
+
+  Args:
+    params: model parameters.
+    batch_stats: BatchNorm moving averages.
+    batch: {"image": uint8 [b,H,W,C], "label": int [b], "mask": bool [b]}; mask is False
+      on padding rows, which count nowhere.
+    model: the Flax module.
+
+  Returns:
+    {"correct": int32 sum of correct predictions, "count": int32 number of real examples,
+     "loss": float32 sum of cross-entropies} over the unpadded rows.
+  """
+  logits = model.apply({"params": params, "batch_stats": batch_stats}, batch["image"],
+                       train=False).astype(jnp.float32)
+  mask = batch["mask"].astype(jnp.int32)
+  correct = (jnp.argmax(logits, axis=-1) == batch["label"]).astype(jnp.int32)
+  cross_entropy = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  return {
+      "correct": jnp.sum(mask * correct),
+      "count": jnp.sum(mask),
+      "loss": jnp.sum(jnp.where(batch["mask"], cross_entropy, 0.0)),
+  }
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D ("data",) mesh over `devices` (default: all devices of all processes)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def shard_batch(mesh: Mesh, host_batch: Any) -> Any:
+  """Assembles each process's slice of the batch into global arrays sharded over "data".
+
+  Every leaf's leading axis is the batch axis; with P processes the global batch is P times
+  this process's slice (single-process: the slice is the whole batch).
+  """
+  sharding = NamedSharding(mesh, P(DATA_AXIS))
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), host_batch)
+
+
+def replicate(mesh: Mesh, tree: Any) -> Any:
+  """A copy of a pytree (e.g. the TrainState) fully replicated on every device of the mesh.
+
+  Never aliases the input, so donating the result to the train step leaves `tree` usable.
+  """
+  # device_put(..., may_alias=False) still reuses the input buffer as one shard of a
+  # multi-device array (JAX 0.10), so device arrays are copied first; host arrays are
+  # copied by the transfer anyway.
+  copied = jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
+  return jax.device_put(copied, NamedSharding(mesh, P()))
+
+
+def make_train_step(model: nn.Module, algorithm: Algorithm, tx: optax.GradientTransformation,
+                    lr_fn: optax.Schedule, config: ml_collections.ConfigDict,
+                    mesh: Mesh) -> Callable[[TrainState, Any], tuple[TrainState, Any]]:
+  """jit(train_step) for `mesh`: state replicated and donated, batch sharded over "data".
+
+  The global labelled and unlabelled batch sizes must be divisible by the mesh size.
+  """
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  step = functools.partial(train_step, model=model, algorithm=algorithm, tx=tx, lr_fn=lr_fn,
+                           config=config)
+  return jax.jit(step, in_shardings=(replicated, sharded),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[Any, Any, Any], dict[str, Any]]:
+  """jit(eval_step) for `mesh`: (params, batch_stats) replicated, batch sharded over "data"."""
+  replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(replicated, replicated, sharded), out_shardings=replicated)

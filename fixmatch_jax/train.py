@@ -1,0 +1,238 @@
+"""`train_and_evaluate(config, workdir)`: the wiring and the loop, no math.
+
+One run, as data flows (see DESIGN.md): write config.json; pick the algorithm;
+select (or reload) the labelled split; build the input streams; create or
+restore the TrainState; then loop over the jitted shared step, logging,
+evaluating and checkpointing on the configured schedule. Re-running the same
+command in the same workdir resumes from the newest checkpoint; SIGTERM saves a
+checkpoint and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from fixmatch_jax import (
+    algorithms,
+    checkpointing,
+    configs,
+    evaluation,
+    metrics,
+    models,
+    optim,
+    steps,
+    train_state,
+)
+from fixmatch_jax.data import pipeline, sources, splits
+
+CONFIG_FILE = "config.json"
+SUMMARY_FILE = "summary.json"
+# Config keys that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("train.num_steps", "optim.decay_steps", "train.allow_config_change")
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run with a different configuration."""
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json, or checks that a resumed run has the same config.
+
+  Raises:
+    ConfigMismatchError: naming every differing key, unless
+      `config.train.allow_config_change` is set.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  new = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    differing = sorted(
+        k for k in set(old_flat) | set(new_flat)
+        if old_flat.get(k, "<missing>") != new_flat.get(k, "<missing>")
+        and k not in RESUMABLE_CHANGES)
+    if differing and not config.train.allow_config_change:
+      lines = [f"  {k}: workdir has {old_flat.get(k, '<missing>')!r}, "
+               f"new config has {new_flat.get(k, '<missing>')!r}" for k in differing]
+      raise ConfigMismatchError(
+          f"{path} disagrees with this run's config:\n" + "\n".join(lines) +
+          "\nUse a new --workdir, or pass --config.train.allow_config_change=True to resume "
+          "with the new values.")
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(new, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop polls (no host sync), then saves and returns."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread (e.g. a notebook worker): no handler.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint and stopping.")
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(seconds)
+  days, rest = divmod(seconds, 86400)
+  hours, rest = divmod(rest, 3600)
+  minutes, secs = divmod(rest, 60)
+  if days:
+    return f"{days}d{hours:02d}h"
+  return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def load_sources(config_data: ml_collections.ConfigDict
+                 ) -> tuple[sources.ArraySource, sources.ArraySource]:
+  """The training and test splits named by the config."""
+  options = dict(config_data.dataset_options)
+  train = sources.load(config_data.dataset, "train", data_dir=config_data.data_dir, **options)
+  test = sources.load(config_data.dataset, "test", data_dir=config_data.data_dir, **options)
+  if train.images.shape[1:] != test.images.shape[1:]:
+    raise ValueError(f"Train images are {train.images.shape[1:]} but test images are "
+                     f"{test.images.shape[1:]}; both splits must have one image shape.")
+  return train, test
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
+  """Trains `config.algorithm` with periodic evaluation and checkpoints in `workdir`.
+
+  Args:
+    config: a full config (see `configs.base_config`), ideally locked.
+    workdir: where config.json, labelled_indices.json, metrics.jsonl, TensorBoard
+      events, checkpoints and summary.json go. Re-running resumes.
+
+  Returns:
+    The final TrainState.
+  """
+  configs.validate(config)
+  # TensorFlow is only the input pipeline: keep it off the accelerators.
+  tf.config.set_visible_devices([], "GPU")
+  os.makedirs(workdir, exist_ok=True)
+  write_or_check_config(config, workdir)
+
+  algorithm = algorithms.get(config.algorithm)
+  train_source, test_source = load_sources(config.data)
+  num_classes = train_source.num_classes
+  split = splits.load_or_create(workdir, config.data, train_source, config.seed)
+  logging.info("%s: %d labelled, %d unlabelled, %d test examples, %d classes.",
+               config.data.dataset, len(split.labelled), len(split.unlabelled),
+               len(test_source.labels), num_classes)
+
+  model = models.create(config.model, num_classes)
+  lr_fn = optim.learning_rate_schedule(config.optim)
+  tx = optim.create_optimizer(config.optim)
+  mesh = steps.make_mesh()
+  state = train_state.create(
+      model, tx, algorithm, jax.random.PRNGKey(config.seed),
+      train_source.images.shape[1:], config, num_unlabelled=len(train_source.labels))
+  state = steps.replicate(mesh, state)
+
+  checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  restored = checkpointer.restore(state)
+  start_step = 0
+  if restored is not None:
+    state, start_step = restored
+    metrics.truncate_after(workdir, start_step)
+    logging.info("Resumed from the checkpoint at step %d.", start_step)
+
+  train_fn = steps.make_train_step(model, algorithm, tx, lr_fn, config, mesh)
+  eval_fn = steps.make_eval_step(model, mesh)
+  train_iter = pipeline.train_stream(
+      config.data, train_source, split, views=algorithm.views, seed=config.seed,
+      start_step=start_step)
+  eval_batches = list(pipeline.eval_stream(test_source, batch_size=config.data.eval_batch_size))
+
+  logger = metrics.MetricLogger(workdir)
+  num_steps = config.train.num_steps
+  pending: list[dict[str, jax.Array]] = []
+  last_log_time, last_log_step = time.perf_counter(), start_step
+  step = start_step
+  with _Preemption() as preemption:
+    while step < num_steps:
+      batch = steps.shard_batch(mesh, next(train_iter))
+      state, step_metrics = train_fn(state, batch)
+      pending.append(step_metrics)  # Still on device: fetched at the next logging step.
+      step += 1
+
+      if step % config.train.log_every_steps == 0 or step == num_steps:
+        row = metrics.average(pending)
+        if not np.isfinite(row["train/loss"]):
+          checkpointer.wait()
+          raise FloatingPointError(
+              f"Non-finite training loss ({row['train/loss']}) between steps "
+              f"{step - len(pending) + 1} and {step}. The last checkpoint "
+              f"({checkpointer.latest_step()}) is intact; lower optim.lr or check the inputs "
+              "before resuming.")
+        now = time.perf_counter()
+        steps_per_s = (step - last_log_step) / max(now - last_log_time, 1e-9)
+        row["train/steps_per_s"] = steps_per_s
+        logger.write(step, row)
+        logging.info("step %d/%d  %.2f steps/s  ETA %s  loss %.4f  mask %.3f  lr %.5f",
+                     step, num_steps, steps_per_s,
+                     _format_seconds((num_steps - step) / max(steps_per_s, 1e-9)),
+                     row["train/loss"], row.get("train/mask_rate", float("nan")),
+                     row["train/lr"])
+        pending, last_log_time, last_log_step = [], now, step
+
+      if step % config.train.eval_every_steps == 0 or step == num_steps:
+        result = evaluation.evaluate(eval_fn, state, eval_batches, mesh)
+        logger.write(step, result)
+        logging.info("step %d  eval/acc %.4f  eval/acc_ema %.4f",
+                     step, result["eval/acc"], result["eval/acc_ema"])
+        last_log_time = time.perf_counter()  # Keep evaluation out of the steps/s figure.
+
+      if (step % config.train.checkpoint_every_steps == 0 or step == num_steps
+          or preemption.requested):
+        checkpointer.save(step, state, wait=step == num_steps or preemption.requested)
+      if preemption.requested:
+        logging.warning("Stopped at step %d after SIGTERM; re-run the command to resume.", step)
+        break
+
+  checkpointer.close()
+  logger.flush()
+  logger.close()
+  summary = metrics.summarize(metrics.read(workdir), config.train.summary_last_n)
+  if summary and jax.process_index() == 0 and step == num_steps:
+    with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
+      json.dump(summary, f, indent=2)
+    logging.info("Summary (median of the last %d EMA evaluations = the paper's number): %s",
+                 config.train.summary_last_n, summary)
+  return state

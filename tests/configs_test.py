@@ -1,0 +1,98 @@
+"""Experiment configs: built through the absl flag parser, carrying the papers' values."""
+
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from fixmatch_jax import configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# FixMatch Table 2 (Sohn et al. 2020): dataset file, label counts, model, weight decay.
+TABLE2 = {
+    "fixmatch_cifar10.py": ("cifar10", (40, 250, 4000), "wrn28_2", 5e-4, True),
+    "fixmatch_cifar100.py": ("cifar100", (400, 2500, 10000), "wrn28_8", 1e-3, True),
+    "fixmatch_svhn.py": ("svhn_cropped", (40, 250, 1000), "wrn28_2", 5e-4, False),
+    "fixmatch_stl10.py": ("stl10", (1000,), "wrn37_2", 5e-4, True),
+}
+
+
+def parse(argv):
+  """Parses flags as `main.py` does, into a fresh FlagValues."""
+  flag_values = flags.FlagValues()
+  argv = ["prog", *argv]
+  # sys_argv: config_flags reads the overrides to define from it (default sys.argv).
+  config_flags.DEFINE_config_file("config", None, flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+@pytest.mark.parametrize("filename", sorted(TABLE2))
+def test_table2_configs_carry_the_paper_recipe(filename):
+  dataset, label_counts, model, weight_decay, flip = TABLE2[filename]
+  for labels in label_counts:
+    for seed in range(1, 6):
+      path = os.path.join(REPO, "experiments", filename)
+      config = parse([f"--config={path}:labels={labels},seed={seed}"])
+      configs.validate(config)
+      assert config.data.dataset == dataset
+      assert config.data.num_labels == labels
+      assert config.seed == seed
+      assert config.model.name == model
+      # Sohn et al. 2020, Sec. 4 / App. B: the hyperparameters shared by every cell.
+      assert config.algorithm == "fixmatch"
+      assert config.algo.threshold == 0.95
+      assert config.algo.lambda_u == 1.0
+      assert config.data.batch_size == 64 and config.data.mu == 7
+      assert config.optim.lr == 0.03 and config.optim.momentum == 0.9
+      assert config.optim.nesterov and config.optim.schedule == "cosine"
+      assert config.optim.cosine_cycles == 7 / 16
+      assert config.optim.weight_decay == weight_decay
+      assert config.optim.ema_decay == 0.999
+      assert config.train.num_steps == 2**20 == config.optim.decay_steps
+      assert config.train.eval_every_steps == 1024 and config.train.summary_last_n == 20
+      assert config.data.weak.flip == flip and config.data.weak.pad_fraction == 0.125
+      strong = config.data.strong
+      assert (strong.num_ops, strong.prob, strong.min_level, strong.max_level) == (2, 0.5, 1, 9)
+      assert strong.cutout == 0.5 and strong.variant == "fixmatch"
+
+
+def test_overrides_and_typos_on_the_command_line():
+  path = os.path.join(REPO, "experiments", "fixmatch_cifar10.py")
+  config = parse([f"--config={path}:labels=250", "--config.optim.lr=0.01"])
+  assert config.optim.lr == 0.01 and config.data.num_labels == 250
+  with pytest.raises(Exception, match="lrr"):
+    parse([f"--config={path}", "--config.optim.lrr=0.01"])
+  with pytest.raises(Exception, match="labels"):
+    parse([f"--config={path}:labels=41"])
+  with pytest.raises(Exception, match="lables"):
+    parse([f"--config={path}:lables=40"])
+
+
+def test_parse_arg_types_and_errors():
+  args = configs.parse_arg("labels=40,extra=true,lr=0.5,name=x", labels=1, extra=False, lr=1.0,
+                           name="y")
+  assert (args.labels, args.extra, args.lr, args.name) == (40, True, 0.5, "x")
+  with pytest.raises(ValueError, match="not a int"):
+    configs.parse_arg("labels=forty", labels=1)
+  with pytest.raises(ValueError, match="Unknown config argument"):
+    configs.parse_arg("label=40", labels=1)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("algo.threshold", 1.5, "threshold"),
+    ("algo.threshold", 0.0, "threshold"),
+    ("data.mu", 0, "mu"),
+    ("data.batch_size", 0, "batch_size"),
+    ("optim.ema_decay", 1.0, "ema_decay"),
+    ("optim.lr", float("nan"), "lr"),
+])
+def test_validate_names_the_bad_value(key, value, match):
+  config = configs.base_config()
+  section, name = key.split(".")
+  config[section][name] = value
+  with pytest.raises(ValueError, match=match):
+    configs.validate(config)
