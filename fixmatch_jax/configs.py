@@ -62,6 +62,9 @@ def base_config() -> ml_collections.ConfigDict:
       data_dir=ml_collections.FieldReference(None, field_type=str),
       dataset_options=ml_collections.ConfigDict(),
       num_labels=4000,
+      # STL-10 only: the official fold_indices.txt of the STL-10 binary release; line
+      # `seed` is the labelled fold (needs num_labels=1000). None: class-balanced draw.
+      stl10_fold_file=ml_collections.FieldReference(None, field_type=str),
       unlabelled_includes_labelled=True,
       batch_size=64,
       mu=7,

@@ -47,7 +47,11 @@ def set_cpu_devices(config) -> None:
   if "xla_force_host_platform_device_count" in xla_flags or "jax" in sys.modules:
     return
   count = cpu_device_count(config)
-  os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={count}".strip()
+  # XLA:CPU aborts a collective whose participants arrive more than 40 s apart (by default);
+  # on a loaded machine with one device per core that can happen without any deadlock.
+  os.environ["XLA_FLAGS"] = (
+      f"{xla_flags} --xla_force_host_platform_device_count={count} "
+      "--xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
 
 
 def main(argv):

@@ -142,6 +142,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   Returns:
     The final TrainState.
   """
+  started = time.perf_counter()
   configs.validate(config)
   # TensorFlow is only the input pipeline: keep it off the accelerators.
   tf.config.set_visible_devices([], "GPU")
@@ -230,7 +231,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   logger.flush()
   logger.close()
   summary = metrics.summarize(metrics.read(workdir), config.train.summary_last_n)
-  if summary and jax.process_index() == 0 and step == num_steps:
+  # Wall time of this invocation (set-up, compilation, training, evaluation); a resumed
+  # run counts only its own part.
+  summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+  summary["resumed_from_step"] = start_step
+  if len(summary) > 2 and jax.process_index() == 0 and step == num_steps:
     with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
       json.dump(summary, f, indent=2)
     logging.info("Summary (median of the last %d EMA evaluations = the paper's number): %s",

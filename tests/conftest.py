@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    # 4 fake devices on 2 cores, with pytest-xdist workers beside them: give collectives
+    # time (XLA:CPU's default aborts after 40 s).
+    " --xla_cpu_collective_call_terminate_timeout_seconds=600"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # TFDS must never reach the network in tests.

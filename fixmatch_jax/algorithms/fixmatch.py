@@ -30,7 +30,7 @@ def pseudo_label_monitors(confidence_mask: jnp.ndarray, pseudo_labels: jnp.ndarr
   Args:
     confidence_mask: float {0, 1} [U], 1 where the pseudo-label is used.
     pseudo_labels: int [U].
-    true_labels: int [U], the monitor-only labels of the unlabelled batch.
+    true_labels: int [U], the monitor-only labels of the unlabelled batch (-1: unknown).
     num_classes: C.
 
   Returns:
@@ -39,14 +39,18 @@ def pseudo_label_monitors(confidence_mask: jnp.ndarray, pseudo_labels: jnp.ndarr
     "train/per_class_mask_rate": [C], for each TRUE class c the fraction of its unlabelled
       examples that are masked in (0 for a class absent from the batch).
   """
+  # A true label of -1 marks a truly unlabelled example (e.g. STL-10's 100k): it counts in
+  # no monitor. jax.nn.one_hot maps -1 to an all-zero row.
+  known = (true_labels >= 0).astype(jnp.float32)
   correct = (pseudo_labels == true_labels).astype(jnp.float32)
   true_one_hot = jax.nn.one_hot(true_labels, num_classes, dtype=jnp.float32)
   class_counts = true_one_hot.sum(axis=0)
   class_masked = (true_one_hot * confidence_mask[:, None]).sum(axis=0)
+  masked_known = confidence_mask * known
   return {
       "train/pseudo_label_acc":
-          jnp.sum(confidence_mask * correct) / jnp.maximum(jnp.sum(confidence_mask), 1.0),
-      "train/pseudo_label_acc_all": jnp.mean(correct),
+          jnp.sum(masked_known * correct) / jnp.maximum(jnp.sum(masked_known), 1.0),
+      "train/pseudo_label_acc_all": jnp.sum(known * correct) / jnp.maximum(jnp.sum(known), 1.0),
       "train/per_class_mask_rate": class_masked / jnp.maximum(class_counts, 1.0),
   }
 

@@ -11,14 +11,16 @@ The oracle is PIL (what the FixMatch reference code and the PyTorch ports run): 
 
 - enhance ops blend in float32 and truncate, as PIL's `Image.blend`;
 - grayscale is PIL's fixed-point `convert("L")`: (19595 R + 38470 G + 7471 B + 2^15) >> 16;
-- geometric ops gather with PIL's index arithmetic (16.16 fixed point for shear and rotation,
-  floating point for pure translations), so output pixels are bit-identical to PIL's, where a
-  float projective transform would differ at exact half-pixel ties.
+- geometric ops gather pixels at PIL's own source indices (its 16.16 fixed point for shear and
+  rotation, its float path for translations), so outputs are bit-identical to PIL's, where a
+  float projective transform (ImageProjectiveTransformV3) differs at half-pixel ties.
 
 Grayscale (C = 1) follows PIL's "L" mode: `color` is the identity (an L image is its own
 grayscale), `contrast` blends with the image's own mean.
 
-Random ops take an explicit seed tensor of shape [2] and use stateless random ops only.
+Random ops take an explicit seed tensor of shape [2] and use stateless random ops only;
+`weak_augment_batch` draws a whole batch from one seed (per-example tf.data maps cost tens of
+microseconds per element on CPU, far more than the augmentation itself).
 """
 from __future__ import annotations
 
@@ -124,7 +126,12 @@ def identity(images: tf.Tensor) -> tf.Tensor:
 @_image_op
 def autocontrast(images: tf.Tensor) -> tf.Tensor:
   """PIL ImageOps.autocontrast: stretches each channel's [min, max] to [0, 255]."""
+  channels = images.shape[-1]
+  # One row per (image, channel), so per-channel constants broadcast over rows (fast).
   pixels = tf.reshape(images, _shape(images, (0,), (1, 2), (3,)))
+  if channels > 1:
+    pixels = tf.transpose(pixels, [0, 2, 1])
+  pixels = tf.reshape(pixels, _shape(images, (0, 3), (1, 2)))
   low = tf.cast(tf.reduce_min(pixels, axis=1, keepdims=True), tf.float64)
   high = tf.cast(tf.reduce_max(pixels, axis=1, keepdims=True), tf.float64)
   # A flat channel gets scale 1 and offset 0: PIL leaves it unchanged.
@@ -134,8 +141,11 @@ def autocontrast(images: tf.Tensor) -> tf.Tensor:
   offset = tf.where(flat, tf.zeros_like(low), -low * scale)
   # PIL's table is int(ix * scale + offset) in Python floats; x >= low keeps it >= 0, so the
   # truncating cast is that int().
-  stretched = tf.cast(pixels, tf.float64) * scale + offset
-  return tf.cast(tf.minimum(stretched, 255.0), tf.uint8)
+  stretched = tf.cast(tf.minimum(tf.cast(pixels, tf.float64) * scale + offset, 255.0), tf.uint8)
+  if channels == 1:
+    return stretched
+  stretched = tf.reshape(stretched, _shape(images, (0,), (3,), (1, 2)))
+  return tf.transpose(stretched, [0, 2, 1])
 
 
 @_image_op
@@ -206,16 +216,21 @@ def brightness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
 @_image_op
 def sharpness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   """PIL ImageEnhance.Sharpness: blends with PIL's SMOOTH filter, whose border is unchanged."""
-  c = images.shape[-1]
-  pixels = tf.cast(tf.reshape(images, _shape(images, (0,), (1,), (2, 3))), tf.float32)
-  # 3x3 neighbourhood sums with the centre weighted 5: integers, exact in float32.
-  row_sums = pixels[:, :, :-2 * c] + pixels[:, :, c:-c] + pixels[:, :, 2 * c:]
-  centre = pixels[:, 1:-1, c:-c]
-  sums = row_sums[:, :-2] + row_sums[:, 1:-1] + row_sums[:, 2:] + 4.0 * centre
+  channels = images.shape[-1]
+  kernel = np.ones((3, 3, channels, 1), np.float32)
+  kernel[1, 1] = 5.0
+  pixels = tf.cast(images, tf.float32)
+  # 3x3 sums of bytes with integer weights: exact in float32, whatever the summation order.
+  sums = tf.nn.depthwise_conv2d(pixels, kernel, [1, 1, 1, 1], "SAME")
   # PIL rounds sum / 13 half up in float32; sum / 13 + 0.5 is never within float error of an
   # integer, so this exact form gives the same bytes.
   smooth = tf.floor((sums + 6.5) / 13.0)
-  degenerate = pixels + tf.pad(smooth - centre, [[0, 0], [1, 1], [c, c]])
+  # PIL keeps the border pixels: blend the smoothing in through an interior mask [1, H, W * C].
+  h, w = _shape(images, (1,), (2,))
+  interior = tf.pad(tf.ones([1, h - 2, (w - 2) * channels]), [[0, 0], [1, 1], [channels] * 2])
+  rows3d = _shape(images, (0,), (1,), (2, 3))
+  pixels, smooth = tf.reshape(pixels, rows3d), tf.reshape(smooth, rows3d)
+  degenerate = pixels + interior * (smooth - pixels)
   rows = _shape(images, (0,), (1, 2, 3))
   return _blend(tf.reshape(degenerate, rows), tf.reshape(pixels, rows), factor)
 
@@ -460,18 +475,21 @@ def _reflect(index: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
 
 
 @_no_autograph
-def weak_augment_batch(images: TensorLike, seed: TensorLike, *, flip: bool,
-                       pad: int) -> tf.Tensor:
+def weak_augment_batch(images: TensorLike, seed: TensorLike, *, flip: bool, pad: int,
+                       first_row: int = 0) -> tf.Tensor:
   """`weak_augment` of a batch, drawn from one seed: one gather instead of per-image pads.
 
   Same distribution as `weak_augment` (mirror with probability 1/2, then reflect-pad and crop at
-  a uniform offset); row i's draws depend on (seed, i) only.
+  a uniform offset). Image i uses row first_row + i of the seed's stream of draws, which depends
+  on (seed, first_row + i) only: a process holding rows [a, b) of a global batch passes
+  first_row=a and gets exactly what a single process would give those rows.
 
   Args:
     images: uint8 [N, H, W, C].
     seed: int32/int64 [2] stateless seed for the whole batch.
     flip: whether to mirror left-right with probability 1/2.
     pad: reflect padding in pixels before the random crop (0: no crop).
+    first_row: row of the seed's draws that the first image uses.
 
   Returns:
     uint8 [N, H, W, C].
@@ -479,7 +497,7 @@ def weak_augment_batch(images: TensorLike, seed: TensorLike, *, flip: bool,
   images = tf.convert_to_tensor(images)
   n, h, w = _shape(images, (0,), (1,), (2,))
   draws = tf.random.stateless_uniform(
-      [n, 3], tf.random.experimental.stateless_fold_in(seed, _CROP_SALT))
+      [first_row + n, 3], tf.random.experimental.stateless_fold_in(seed, _CROP_SALT))[first_row:]
   offsets = tf.minimum(tf.cast(draws[:, :2] * (2 * pad + 1), tf.int32), 2 * pad)
   # Output (y, x) reads the (flipped) image at reflect(offset + y - pad), reflect(offset + x - pad).
   rows = _reflect(offsets[:, :1] + tf.range(h)[None] - pad, h)

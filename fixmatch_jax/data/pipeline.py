@@ -2,20 +2,25 @@
 
 Training streams are random-access: stream position k (k = step * global_batch + row)
 is example `subset[index_shuffle(k % n, seed=(seed, stream_id, k // n))]`, a fresh
-stateless permutation of the n examples every epoch, and that row's augmentation
-seeds are a function of (seed, stream_id, k) only. Hence the same seed gives the
-same batches on any number of processes, and `start_step=s` yields what a fresh
-stream yields after s steps, without replaying it. The labelled stream (id 0) and
-the unlabelled stream (id 1) are independent.
+stateless permutation of the n examples every epoch. That row's augmentation is a function
+of (seed, stream_id, step, row) only: each step draws its batch's augmentation from one seed
+derived from (seed, stream_id, step), and row r uses row r of that seed's draws. For a fixed
+global batch size, (step, row) is k, so the same seed gives the same batches on any number
+of processes (a process holding rows [a, b) draws exactly rows [a, b) of the global batch's
+draws), and `start_step=s` yields what a fresh stream yields after s steps, without
+replaying it. Changing the global batch size changes the augmentation draws (and the batches).
+The labelled stream (id 0) and the unlabelled stream (id 1) are independent.
 
-Per step, in tf.data: the global rows of this process are computed in one vector op,
-their images gathered from the in-memory array with NumPy (one call per batch: no
-copy of the dataset into the TF graph, no Python per example), then each example is
-weakly augmented and draws its RandAugment choices (a parallel, deterministic map),
-and RandAugment is applied per batch (`randaugment.strong_augment_batch`, which runs
-each op once per batch). A strong view is RandAugment on top of its own weak
-(flip + crop) draw, as in the FixMatch code. The traced augmentation functions are
-cached per process, so building a second stream costs no RandAugment re-tracing.
+One tf.data element is one step's local batch, built by a single parallel, deterministic map:
+the process's global rows are computed in one vector op, their images gathered from the
+in-memory array with NumPy (one call per batch: no copy of the dataset into the TF graph, no
+Python per example), then the whole batch is augmented with the batch APIs
+(`augment.weak_augment_batch`, `randaugment.strong_augment_params(batch_size=...)` and
+`randaugment.strong_augment_batch`, which runs each RandAugment op once per batch). There is
+no per-example map: on CPU one costs tens of microseconds per element whatever it does, more
+than the augmentation itself. A strong view is RandAugment on top of its own weak (flip + crop)
+draw, as in the FixMatch code; each view draws from its own seeds. The traced augmentation
+functions are cached per process, so building a second stream costs no RandAugment re-tracing.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from fixmatch_jax.data import augment, randaugment, sources, splits
 
 VIEWS = ("weak", "strong", "strong2", "raw")
 LABELLED_STREAM, UNLABELLED_STREAM = 0, 1
-# Each augmented view owns two seeds of the row's split: [weak part, RandAugment part]. Fixed
-# slots, so a view's draws do not depend on which other views are requested.
+# Each augmented view owns two seeds of the step seed's split: [weak part, RandAugment part].
+# Fixed slots, so a view's draws do not depend on which other views are requested.
 _VIEW_SLOT = {"weak": 0, "strong": 1, "strong2": 2}
 _STRONG_VIEWS = ("strong", "strong2")
 
@@ -71,41 +76,36 @@ def _numpy_gather(array: np.ndarray, indices: tf.Tensor) -> tf.Tensor:
 
 
 @functools.lru_cache(maxsize=32)
-def _view_functions(views: tuple[str, ...], image_shape: tuple[int, ...], flip: bool, pad: int,
-                    strong_options: tuple[tuple[str, Any], ...]) -> tuple[Callable, Callable]:
-  """Traced augmentation functions for one set of views, shared by every stream that uses them.
+def _view_function(views: tuple[str, ...], image_shape: tuple[int, ...], local: int,
+                   first_row: int, flip: bool, pad: int,
+                   strong_options: tuple[tuple[str, Any], ...]) -> Callable:
+  """The traced batch augmentation for one set of views, shared by every stream that uses it.
 
-  Tracing RandAugment's 14 ops takes seconds; as cached `tf.function`s they are traced once per
-  process (and input shape) instead of once per stream. Autograph is off: the ops are written
-  with explicit TF control flow, and converting them only costs time.
+  Tracing RandAugment's 14 ops takes seconds; as a cached `tf.function` it is traced once per
+  process and local slice (`local` rows from global row `first_row`) instead of once per
+  stream. Autograph is off: the ops are written with explicit TF control flow, and converting
+  them only costs time.
   """
   strong_cfg = ml_collections.ConfigDict(dict(strong_options))
-  strong_views = [view for view in views if view in _STRONG_VIEWS]
 
   @tf.function(autograph=False)
-  def per_example(image, row_seed):
-    seeds = tf.random.experimental.stateless_split(row_seed, 2 * len(_VIEW_SLOT))
+  def augment_batch(images, step_seed):
+    seeds = tf.random.experimental.stateless_split(step_seed, 2 * len(_VIEW_SLOT))
     out = {}
     for view in views:
       if view == "raw":
-        out[view] = image
+        out[view] = images
         continue
       slot = _VIEW_SLOT[view]
-      out[view] = augment.weak_augment(image, seeds[2 * slot], flip=flip, pad=pad)
-      if view in strong_views:
-        out[f"{view}/params"] = randaugment.strong_augment_params(
-            seeds[2 * slot + 1], image_shape, strong_cfg)
+      out[view] = augment.weak_augment_batch(images, seeds[2 * slot], flip=flip, pad=pad,
+                                             first_row=first_row)
+      if view in _STRONG_VIEWS:
+        params = randaugment.strong_augment_params(
+            seeds[2 * slot + 1], image_shape, strong_cfg, batch_size=local, first_row=first_row)
+        out[view] = randaugment.strong_augment_batch(out[view], params, strong_cfg)
     return out
 
-  @tf.function(autograph=False)
-  def per_batch(batch):
-    batch = dict(batch)
-    for view in strong_views:
-      batch[view] = randaugment.strong_augment_batch(
-          batch[view], batch.pop(f"{view}/params"), strong_cfg)
-    return batch
-
-  return per_example, per_batch
+  return augment_batch
 
 
 def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
@@ -119,17 +119,17 @@ def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
   subset_t = tf.constant(np.asarray(subset, np.int64))
   labels_t = tf.constant(source.labels.astype(np.int32))
   image_shape = tuple(source.images.shape[1:])
-  # A 64-bit hash of (seed, stream) for the row seeds [hash, k]: rows and streams never share.
+  # A 64-bit hash of (seed, stream) for the step seeds [hash, step]: streams never share seeds.
   stream_hash = int(np.random.SeedSequence([seed, stream_id]).generate_state(1, np.uint64)[0])
   stream_hash_t = tf.constant(np.uint64(stream_hash).astype(np.int64))
   num_parallel_calls = (tf.data.AUTOTUNE if config_data.num_parallel_calls < 0
                         else config_data.num_parallel_calls)
-  augment_example, augment_batch = _view_functions(
-      views, image_shape, bool(config_data.weak.flip), weak_pad(config_data.weak, image_shape),
-      tuple(sorted(config_data.strong.to_dict().items())))
+  augment_batch = _view_function(
+      views, image_shape, local, rows.start, bool(config_data.weak.flip),
+      weak_pad(config_data.weak, image_shape), tuple(sorted(config_data.strong.to_dict().items())))
 
   @tf.autograph.experimental.do_not_convert
-  def step_rows(step):
+  def make_batch(step):
     k = step * global_batch + rows.start + tf.range(local, dtype=tf.int64)
     epoch_seed = tf.stack([tf.fill([local], tf.constant(seed, tf.int64)),
                            tf.fill([local], tf.constant(stream_id, tf.int64)), k // n], axis=1)
@@ -138,22 +138,13 @@ def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
     position = tf.raw_ops.RandomIndexShuffle(
         index=k % n, seed=epoch_seed, max_index=tf.constant(n - 1, tf.int64), rounds=4)
     index = tf.gather(subset_t, position)
-    return {"image": _numpy_gather(source.images, index),
-            "index": tf.cast(index, tf.int32), "label": tf.gather(labels_t, index),
-            "row_seed": tf.stack([tf.fill([local], stream_hash_t), k], axis=1)}
+    # The step seed, not the process's rows: every process draws from the global batch's seed.
+    views_out = augment_batch(_numpy_gather(source.images, index),
+                              tf.stack([stream_hash_t, step]))
+    return {"index": tf.cast(index, tf.int32), "label": tf.gather(labels_t, index), **views_out}
 
-  @tf.autograph.experimental.do_not_convert
-  def per_example(example):
-    views_out = augment_example(example.pop("image"), example.pop("row_seed"))
-    return {**example, **views_out}
-
-  ds = tf.data.Dataset.counter(start_step).map(step_rows).unbatch()
-  ds = ds.map(per_example, num_parallel_calls=num_parallel_calls, deterministic=True)
-  ds = ds.batch(local, drop_remainder=True)
-  if any(view in _STRONG_VIEWS for view in views):
-    ds = ds.map(tf.autograph.experimental.do_not_convert(augment_batch),
-                num_parallel_calls=num_parallel_calls, deterministic=True)
-  return ds
+  return tf.data.Dataset.counter(start_step).map(
+      make_batch, num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
 def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.ArraySource,

@@ -108,7 +108,8 @@ def level_to_arg(name: str, level: tf.Tensor, sign: tf.Tensor, *, variant: str =
 def sample_params(seed: tf.Tensor, image_shape: tuple[int, ...], *, num_ops: int = 2,
                   prob: float = 0.5, min_level: int = 1, max_level: int = 9,
                   magnitude: float | None = None, variant: str = "fixmatch",
-                  cutout: float = 0.5, batch_size: int | None = None) -> Params:
+                  cutout: float = 0.5, batch_size: int | None = None,
+                  first_row: int = 0) -> Params:
   """Draws RandAugment's random choices from a stateless seed.
 
   Args:
@@ -121,8 +122,11 @@ def sample_params(seed: tf.Tensor, image_shape: tuple[int, ...], *, num_ops: int
     magnitude: fixed level for every op (None or <= 0: random levels).
     variant: "fixmatch" (official) or "ports".
     cutout: cutout side as a fraction of the width (0 disables).
-    batch_size: None for one image; else params for that many images from this one seed (row i
-      is row i of one stateless draw, so it depends on (seed, i) only, not on batch_size).
+    batch_size: None for one image; else params for that many images from this one seed. Image
+      i uses row first_row + i of one stateless draw, which depends on (seed, first_row + i)
+      only, not on batch_size: a process holding rows [a, b) of a global batch passes
+      batch_size=b - a, first_row=a and gets exactly those rows of the global batch's params.
+    first_row: see batch_size.
 
   Returns:
     dict of "op" int32 [num_ops] (index into OP_NAMES), "applied" bool [num_ops], "level" float32
@@ -139,7 +143,7 @@ def sample_params(seed: tf.Tensor, image_shape: tuple[int, ...], *, num_ops: int
   rows = 1 if batch_size is None else batch_size
   seed = tf.random.experimental.stateless_fold_in(seed, _SALT)
   # One draw for everything: a random op call costs far more than the numbers it makes.
-  draws = tf.random.stateless_uniform([rows, 4 * num_ops + 3], seed)
+  draws = tf.random.stateless_uniform([first_row + rows, 4 * num_ops + 3], seed)[first_row:]
   op_u, apply_u, level_u, sign_u = tf.split(draws[:, :4 * num_ops], 4, axis=1)
   op = tf.minimum(tf.cast(op_u * len(OP_NAMES), tf.int32), len(OP_NAMES) - 1)
   fixed = magnitude is not None and magnitude > 0
@@ -270,12 +274,13 @@ def strong_augment(image: tf.Tensor, seed: tf.Tensor, cfg: Any) -> tf.Tensor:
 
 @_no_autograph
 def strong_augment_params(seed: tf.Tensor, image_shape: tuple[int, ...], cfg: Any,
-                          batch_size: int | None = None) -> Params:
+                          batch_size: int | None = None, first_row: int = 0) -> Params:
   """The random half of `strong_augment`: `sample_params` as configured by `cfg`.
 
   Per example (then batch them with tf.data), or for a whole batch from one seed.
   """
-  return sample_params(seed, image_shape, batch_size=batch_size, **_options(cfg))
+  return sample_params(seed, image_shape, batch_size=batch_size, first_row=first_row,
+                       **_options(cfg))
 
 
 @_no_autograph

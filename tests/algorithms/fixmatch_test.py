@@ -141,3 +141,16 @@ def test_hyperparameters_come_from_config():
   # A config without the hyperparameters fails loudly instead of falling back to literals.
   with pytest.raises(AttributeError):
     run_loss(ml_collections.ConfigDict({"lambda_u": 1.0}))
+
+
+def test_monitors_skip_examples_without_a_true_label():
+  """STL-10's unlabelled images carry label -1: they count in no monitor."""
+  mask = jnp.array([1.0, 1.0, 0.0, 1.0])
+  pseudo = jnp.array([0, 1, 1, 2])
+  true = jnp.array([0, -1, 1, 1])
+  out = fixmatch.pseudo_label_monitors(mask, pseudo, true, 3)
+  # Masked and known: rows 0 (correct) and 3 (wrong) -> 1/2. Known: rows 0, 2, 3; correct
+  # rows 0 and 2 -> 2/3. Class 1 has rows 2 (unmasked) and 3 (masked) -> 1/2.
+  np.testing.assert_allclose(out["train/pseudo_label_acc"], 0.5)
+  np.testing.assert_allclose(out["train/pseudo_label_acc_all"], 2 / 3, rtol=1e-6)
+  np.testing.assert_allclose(out["train/per_class_mask_rate"], [1.0, 0.5, 0.0])

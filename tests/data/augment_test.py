@@ -266,9 +266,12 @@ def test_weak_augment_single_and_batched(flip):
     single = augment.weak_augment(image, tf.constant([i, 9]), flip=flip, pad=4).numpy()
     keys += [which_candidate(candidates, single), which_candidate(candidates, batched[i])]
   assert flip == any(key[0] for key in keys)
-  # Same seed, same output; row i of the batch depends on (seed, i) only.
+  # Same seed, same output; image i uses row first_row + i of the seed's draws only.
   again = augment.weak_augment_batch(images[:5], tf.constant([4, 2]), flip=flip, pad=4)
   np.testing.assert_array_equal(again.numpy(), batched[:5])
+  rows_3_to_8 = augment.weak_augment_batch(images[3:], tf.constant([4, 2]), flip=flip, pad=4,
+                                           first_row=3)
+  np.testing.assert_array_equal(rows_3_to_8.numpy(), batched[3:])
 
 
 def test_weak_augment_in_tf_data_equals_eager():

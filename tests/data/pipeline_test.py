@@ -127,6 +127,35 @@ def test_weak_augmentation_follows_the_config():
   assert pipeline.weak_pad(ml_collections.ConfigDict(dict(pad_fraction=0.125)), (28, 28)) == 4
 
 
+def _weak_draw(weak, raw, pad):
+  """The (flip, row offset, column offset) that makes `weak` from `raw`, or None."""
+  h, w = raw.shape[:2]
+  for flip in (False, True):
+    padded = np.pad(raw[:, ::-1] if flip else raw, [(pad, pad), (pad, pad), (0, 0)], "reflect")
+    for dy, dx in itertools.product(range(2 * pad + 1), repeat=2):
+      if np.array_equal(padded[dy:dy + h, dx:dx + w], weak):
+        return flip, dy, dx
+  return None
+
+
+def test_weak_view_is_a_flip_and_crop_drawn_per_row():
+  # Random 8x8 images, pad 2: each row's flip and offsets are identifiable, and 64 rows drawing
+  # from 50 outcomes all alike would mean one draw per batch instead of per row. 8 steps of 8
+  # rows cover the 48 unlabelled examples more than once.
+  unlabelled = [b["unlabelled"] for b in _take(_config(), _random_source(), 8,
+                                                views=("weak", "raw"))]
+  draws = [_weak_draw(weak, raw, pad=2) for batch in unlabelled
+           for weak, raw in zip(batch["weak"], batch["raw"], strict=True)]
+  assert None not in draws
+  assert len(set(draws)) > 16
+  # The same example at two stream positions gets its own draws (by position, not by index).
+  index = np.concatenate([batch["index"] for batch in unlabelled])
+  first = {i: row for row, i in reversed(list(enumerate(index)))}
+  repeats = [(first[i], row) for row, i in enumerate(index) if first[i] != row]
+  assert len(repeats) >= 16
+  assert sum(draws[a] != draws[b] for a, b in repeats) > len(repeats) // 2
+
+
 def test_streams_cover_their_subsets_every_epoch():
   # batch 3 over 8 labelled examples: batches straddle epochs.
   config, source = _config(batch_size=3, mu=2), _index_source()

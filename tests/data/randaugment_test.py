@@ -116,10 +116,14 @@ def test_draw_statistics(source):
 
 
 def test_batch_rows_depend_only_on_seed_and_row():
-  small = randaugment.sample_params(tf.constant([5, 5]), (32, 32, 3), batch_size=8)
-  large = randaugment.sample_params(tf.constant([5, 5]), (32, 32, 3), batch_size=40)
-  for key in small:
-    np.testing.assert_array_equal(small[key].numpy(), large[key].numpy()[:8])
+  """So a process holding rows [a, b) of a global batch gets exactly those rows' choices."""
+  seed = tf.constant([5, 5])
+  whole = randaugment.sample_params(seed, (32, 32, 3), batch_size=40)
+  small = randaugment.sample_params(seed, (32, 32, 3), batch_size=8)
+  middle = randaugment.sample_params(seed, (32, 32, 3), batch_size=10, first_row=20)
+  for key in whole:
+    np.testing.assert_array_equal(small[key].numpy(), whole[key].numpy()[:8])
+    np.testing.assert_array_equal(middle[key].numpy(), whole[key].numpy()[20:30])
 
 
 def test_fixed_magnitude_and_options():
