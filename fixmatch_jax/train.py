@@ -214,11 +214,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         pending, last_log_time, last_log_step = [], now, step
 
       if step % config.train.eval_every_steps == 0 or step == num_steps:
+        eval_start = time.perf_counter()
         result = evaluation.evaluate(eval_fn, state, eval_batches, mesh)
+        result["eval/seconds"] = time.perf_counter() - eval_start
         logger.write(step, result)
-        logging.info("step %d  eval/acc %.4f  eval/acc_ema %.4f",
-                     step, result["eval/acc"], result["eval/acc_ema"])
-        last_log_time = time.perf_counter()  # Keep evaluation out of the steps/s figure.
+        logging.info("step %d  eval/acc %.4f  eval/acc_ema %.4f  (%.1f s)", step,
+                     result["eval/acc"], result["eval/acc_ema"], result["eval/seconds"])
+        last_log_time += result["eval/seconds"]  # Keep evaluation out of the steps/s figure.
 
       if (step % config.train.checkpoint_every_steps == 0 or step == num_steps
           or preemption.requested):

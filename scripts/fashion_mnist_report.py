@@ -3,7 +3,8 @@ r"""Table and curves of the Fashion-MNIST runs (experiments/runs/fashion_mnist.s
   python scripts/fashion_mnist_report.py --runs=runs/fashion_mnist
 
 Reads each run's summary.json and metrics.jsonl, prints a markdown table (accuracy =
-median of the last 20 evaluations of the EMA model, best-of-run beside it, run time)
+median of the last N evaluations of the EMA model, N = config.train.summary_last_n;
+best-of-run beside it; run time)
 and writes docs/fashion_mnist_curves.png.
 """
 
@@ -58,7 +59,7 @@ def main() -> None:
     axes[column].set_ylabel("%")
     axes[column].legend()
     sup, fix = summaries["supervised"], summaries["fixmatch"]
-    key = "acc_ema_median_last20"
+    key = next(k for k in fix if k.startswith("acc_ema_median_last"))
     print(f"| {labels} | {100 * sup[key]:.2f} | {100 * fix[key]:.2f} | "
           f"{100 * (fix[key] - sup[key]):+.2f} | {100 * sup['acc_ema_best_of_run']:.2f} | "
           f"{100 * fix['acc_ema_best_of_run']:.2f} | "

@@ -96,3 +96,15 @@ def test_validate_names_the_bad_value(key, value, match):
   config[section][name] = value
   with pytest.raises(ValueError, match=match):
     configs.validate(config)
+
+
+@pytest.mark.parametrize("arg", [
+    "fashion_mnist.py:algorithm=fixmatch,labels=40", "fashion_mnist.py:algorithm=supervised",
+    "digits.py:algorithm=fixmatch,labels=50", "digits.py:algorithm=supervised",
+    "tiny.py", "fixmatch_svhn.py:labels=250,extra=true"])
+def test_cpu_and_variant_configs_build_and_validate(arg):
+  config = parse([f"--config={os.path.join(REPO, 'experiments', arg)}"])
+  configs.validate(config)
+  assert config.algorithm in ("fixmatch", "supervised")
+  if config.algorithm == "supervised":
+    assert "threshold" not in config.algo
