@@ -60,10 +60,14 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
                                   mutable=["batch_stats"])
     return logits, updates.get("batch_stats", {})
 
+  # Only algorithms that declare it (Mean Teacher) receive the EMA teacher: the other
+  # loss_fns keep the documented keyword set.
+  extra = {"ema_params": state.ema_params} if algorithm.uses_ema_params else {}
+
   def loss_fn(params):
     return algorithm.loss_fn(
         params, batch, forward=forward, algo_state=state.algo_state, key=algo_key,
-        step=state.step, cfg=config.algo, num_classes=model.num_classes)
+        step=state.step, cfg=config.algo, num_classes=model.num_classes, **extra)
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)

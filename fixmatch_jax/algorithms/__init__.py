@@ -11,8 +11,20 @@ An algorithm declares the unlabelled views it needs from the input pipeline and 
   its default dropout rng is one key per step (pass `rngs` to vary it between calls);
 - `algo_state`: the algorithm's own pytree kept in the TrainState (checkpointed);
 - `key`: a PRNG key for this step; `step`: the step number (int32 scalar, traced);
-- `cfg`: config.algo; `num_classes`: the model's number of classes.
-- `aux` = {"batch_stats": ..., "algo_state": ..., "metrics": {"train/...": array}}.
+- `cfg`: config.algo; `num_classes`: the model's number of classes;
+- `ema_params` (only passed to an algorithm with `uses_ema_params=True`, e.g. Mean Teacher):
+  the TrainState's exponential moving average of the parameters, the teacher.
+- `aux` = {"batch_stats": ..., "algo_state": ..., "metrics": {"train/...": array}}, and
+  optionally "entmin_logits": the unlabelled logits (with gradient) that entropy
+  minimisation should sharpen (see `entmin`; without them it runs its own forward pass).
+
+Only the labelled pass of some methods updates BatchNorm's moving averages (the
+FixMatch codebase's Pseudo-Label, Pi-model, Mean Teacher): their loss_fn returns the
+`batch_stats` of that pass and drops those of the others.
+
+Entropy minimisation (Grandvalet & Bengio 2004) can be added to any registered method by
+name: `get("vat+entmin")` wraps "vat" with `entmin.with_entropy_minimisation`, whose weight
+is config.algo.entmin_weight.
 
 Weight decay is not part of any loss: it is in the optimizer (optim.py).
 """
@@ -40,6 +52,7 @@ class Algorithm:
     init_state: (config.algo, number of unlabelled examples, num_classes) -> algo_state pytree.
     default_config: () -> the algorithm's config.algo with the paper's defaults; documents
       the keys its loss reads.
+    uses_ema_params: loss_fn also takes `ema_params=` (the EMA teacher's parameters).
   """
 
   name: str
@@ -47,6 +60,7 @@ class Algorithm:
   loss_fn: Callable[..., tuple[Any, dict[str, Any]]]
   init_state: Callable[[ml_collections.ConfigDict, int, int], Any] = _no_state
   default_config: Callable[[], ml_collections.ConfigDict] = ml_collections.ConfigDict
+  uses_ema_params: bool = False
 
 
 _REGISTRY: dict[str, Algorithm] = {}
@@ -68,9 +82,14 @@ def register(algorithm: Algorithm) -> Algorithm:
 def get(name: str) -> Algorithm:
   """The registered algorithm called `name` (config.algorithm).
 
+  `"<name>+entmin"` is `<name>` plus entropy minimisation (registered on first use).
+
   Raises:
     ValueError: unknown name; the message lists the valid ones.
   """
+  suffix = "+" + entmin.NAME
+  if name not in _REGISTRY and name.endswith(suffix) and name[:-len(suffix)] in _REGISTRY:
+    return register(entmin.with_entropy_minimisation(_REGISTRY[name[:-len(suffix)]]))
   if name not in _REGISTRY:
     raise ValueError(f"Unknown algorithm {name!r}; valid names: {', '.join(names())}")
   return _REGISTRY[name]
@@ -82,4 +101,7 @@ def names() -> list[str]:
 
 
 # The built-in algorithms register themselves on import; they need Algorithm, hence last.
-from fixmatch_jax.algorithms import fixmatch, supervised  # noqa: E402,F401
+# One line per group, so that concurrent additions do not touch each other's lines.
+from fixmatch_jax.algorithms import fixmatch, supervised  # noqa: E402,F401,I001
+from fixmatch_jax.algorithms import entmin, mean_teacher, pi_model  # noqa: E402,F401
+from fixmatch_jax.algorithms import pseudo_label, uda, vat  # noqa: E402,F401

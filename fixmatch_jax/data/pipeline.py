@@ -36,11 +36,13 @@ import tensorflow as tf
 
 from fixmatch_jax.data import augment, randaugment, sources, splits
 
-VIEWS = ("weak", "strong", "strong2", "raw")
+VIEWS = ("weak", "strong", "strong2", "raw", "weak2")
 LABELLED_STREAM, UNLABELLED_STREAM = 0, 1
 # Each augmented view owns two seeds of the step seed's split: [weak part, RandAugment part].
-# Fixed slots, so a view's draws do not depend on which other views are requested.
-_VIEW_SLOT = {"weak": 0, "strong": 1, "strong2": 2}
+# Fixed slots, so a view's draws do not depend on which other views are requested; a new
+# slot goes last (stateless_split(seed, n) is a prefix of the split into more seeds).
+# "weak2" is a second, independent weak augmentation (Pi-model, Mean Teacher).
+_VIEW_SLOT = {"weak": 0, "strong": 1, "strong2": 2, "weak2": 3}
 _STRONG_VIEWS = ("strong", "strong2")
 
 
