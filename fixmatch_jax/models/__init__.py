@@ -5,7 +5,8 @@ uint8 (scaled to [-1, 1] inside) or float images, "params" and "batch_stats" col
 and a `num_classes` attribute.
 
 Names: "wrn28_2" (CIFAR-10/SVHN, ~1.47M params), "wrn28_8" (CIFAR-100, ~23.4M),
-"wrn37_2" (STL-10), and CPU variants "wrn10_1", "wrn16_1", "cnn_small".
+"wrn37_2" (STL-10), CPU variants "wrn10_1", "wrn16_1", "cnn_small", and "mlp_lee" (Lee
+2013's 784-5000-10 MLP with dropout, models/mlp.py).
 """
 from typing import Any
 
@@ -13,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fixmatch_jax.models.mlp import MLP
 from fixmatch_jax.models.small import SmallCNN
 from fixmatch_jax.models.wide_resnet import WideResNet
 
@@ -24,12 +26,14 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "wrn10_1": (WideResNet, dict(depth=10, widen=1)),
     "wrn16_1": (WideResNet, dict(depth=16, widen=1)),
     "cnn_small": (SmallCNN, dict(width=32)),
+    "mlp_lee": (MLP, dict(hidden_units=(5000,))),
 }
 
 # Optional config.model fields. A field a model does not have (e.g. conv_bias for cnn_small)
 # is ignored, so one base config serves every model; a field no model has is a typo -> error.
 OPTIONS = ("depth", "widen", "extra_group", "width", "conv_bias", "dropout_rate",
-           "bn_momentum", "bn_epsilon", "leaky_slope", "dtype")
+           "bn_momentum", "bn_epsilon", "leaky_slope", "dtype", "hidden_units",
+           "input_dropout_rate")
 
 
 def create(config_model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
