@@ -41,17 +41,21 @@ def cpu_device_count(config, cores: int | None = None) -> int:
   return 1
 
 
+def cpu_xla_flags(count: int) -> str:
+  """The XLA_FLAGS of our CPU default with `count` host devices (scripts/bench_* use it too)."""
+  # XLA:CPU aborts a collective whose participants arrive more than 40 s apart (by default);
+  # on a loaded machine with one device per core that can happen without any deadlock.
+  return (f"--xla_force_host_platform_device_count={count} "
+          "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+
+
 def set_cpu_devices(config) -> None:
   """Adds --xla_force_host_platform_device_count unless the user already chose one."""
   xla_flags = os.environ.get("XLA_FLAGS", "")
   if "xla_force_host_platform_device_count" in xla_flags or "jax" in sys.modules:
     return
   count = cpu_device_count(config)
-  # XLA:CPU aborts a collective whose participants arrive more than 40 s apart (by default);
-  # on a loaded machine with one device per core that can happen without any deadlock.
-  os.environ["XLA_FLAGS"] = (
-      f"{xla_flags} --xla_force_host_platform_device_count={count} "
-      "--xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
+  os.environ["XLA_FLAGS"] = f"{xla_flags} {cpu_xla_flags(count)}".strip()
 
 
 def main(argv):

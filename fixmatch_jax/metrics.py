@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,3 +117,46 @@ def summarize(rows: Sequence[Mapping[str, Any]], last_n: int) -> dict[str, Any]:
       "acc_raw_best_of_run": float(np.nanmax(raw)),
       "last_eval_step": int(evals[-1]["step"]),
   }
+
+
+RUN_INFO_FILE = "run_info.json"
+
+
+def hardware_description() -> str:
+  """E.g. "2 x cpu (AMD EPYC 9B14, 2 cores)" or "1 x NVIDIA H100 80GB HBM3" for tables."""
+  devices = jax.devices()
+  kind = devices[0].device_kind
+  if devices[0].platform == "cpu":
+    model = "unknown CPU"
+    try:
+      with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f
+                      if line.startswith("model name")), model)
+    except OSError:
+      pass
+    kind = f"cpu ({model}, {os.cpu_count()} cores)"
+  processes = jax.process_count()
+  return f"{len(devices)} x {kind}" + (f" over {processes} hosts" if processes > 1 else "")
+
+
+def write_run_info(workdir: str) -> dict[str, Any]:
+  """Records the hardware and start date of a run in `<workdir>/run_info.json`.
+
+  The first invocation's date is kept; a resumed run on other hardware adds its
+  description, so a table built from the run names every machine it ran on.
+  """
+  path = os.path.join(workdir, RUN_INFO_FILE)
+  hardware = hardware_description()
+  info = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      info = json.load(f)
+  known = [h for h in info.get("hardware", "").split(" + ") if h]
+  info.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime()))
+  info["hardware"] = " + ".join(known + ([hardware] if hardware not in known else []))
+  info["jax_version"] = jax.__version__
+  if jax.process_index() == 0:
+    with open(path + ".tmp", "w") as f:
+      json.dump(info, f, indent=2)
+    os.replace(path + ".tmp", path)
+  return info

@@ -148,6 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   tf.config.set_visible_devices([], "GPU")
   os.makedirs(workdir, exist_ok=True)
   write_or_check_config(config, workdir)
+  metrics.write_run_info(workdir)  # Hardware and date, for the summarizer's tables.
 
   algorithm = algorithms.get(config.algorithm)
   train_source, test_source = load_sources(config.data)

@@ -27,11 +27,16 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from fixmatch_jax.main import cpu_xla_flags  # noqa: E402  (no JAX import at module level)
+
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 
 
-def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool) -> dict:
-  """Times our jitted train step in this process (XLA_FLAGS already set by the parent)."""
+def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
+               dtype: str | None = None) -> tuple:
+  """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images."""
   import jax
   import numpy as np
 
@@ -41,6 +46,8 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool) 
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu
   config.model.conv_bias = conv_bias
+  if dtype:
+    config.model.dtype = dtype
   model = models.create(config.model, 10)
   algorithm = algorithms.get("fixmatch")
   tx = optim.create_optimizer(config.optim)
@@ -59,6 +66,29 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool) 
                      "label": rng.integers(0, 10, (mu * batch,), np.int32)}}
   device_batch = steps_lib.shard_batch(mesh, host_batch)
   step_fn = steps_lib.make_train_step(model, algorithm, tx, lr_fn, config, mesh)
+  return step_fn, state, device_batch
+
+
+def _rss_peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
+             dtype: str | None = None) -> dict:
+  """Times our jitted train step in this process (XLA_FLAGS already set by the parent).
+
+  Memory, three ways: the process's peak RSS (what the peer reports too), the peak RSS
+  after the imports alone (so `step_mb` = peak - imports is the step's own share,
+  compilation included), and XLA's buffer assignment for the compiled step (arguments,
+  outputs and temporaries: what the step needs, independent of the allocator).
+  """
+  import jax
+
+  from fixmatch_jax import algorithms, models, optim, train_state  # noqa: F401
+
+  imports_mb = _rss_peak_mb()
+  step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype)
+  analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
   times = []
   for _ in range(steps + 1):
     start = time.perf_counter()
@@ -66,13 +96,28 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool) 
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - start)
   median = statistics.median(times[1:])
+  peak = _rss_peak_mb()
   return {
       "impl": "jax", "devices": len(jax.devices()), "batch": batch, "mu": mu,
-      "conv_bias": conv_bias, "first_step_s": round(times[0], 4),
+      "conv_bias": conv_bias, "dtype": dtype or "float32", "first_step_s": round(times[0], 4),
       "median_step_s": round(median, 4),
       "images_per_s": round((batch + 2 * mu * batch) / median, 1),
-      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "peak_rss_mb": round(peak, 1), "imports_rss_mb": round(imports_mb, 1),
+      "step_rss_mb": round(peak - imports_mb, 1),
+      # Per device (every device holds its shard of the batch and a copy of the state).
+      "xla_temp_mb_per_device": round(analysis.temp_size_in_bytes / 2**20, 1),
+      "xla_total_mb_per_device": round(
+          (analysis.temp_size_in_bytes + analysis.argument_size_in_bytes
+           + analysis.output_size_in_bytes - analysis.alias_size_in_bytes) / 2**20, 1),
   }
+
+
+def torch_imports_rss_mb() -> float:
+  """Peak RSS of a Python process that only imports torch (the peer's baseline)."""
+  code = ("import resource, torch, torch.nn.functional; "
+          "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  return float(out.stdout.strip())
 
 
 def subprocess_json(cmd: list[str], env: dict[str, str]) -> dict:
@@ -99,30 +144,40 @@ def main() -> None:
     return
 
   cores = os.cpu_count() or 1
+  load_before = os.getloadavg()[0]
   rows = []
+  torch_imports_mb = torch_imports_rss_mb()
   for batch in (int(b) for b in args.batches.split(",")):
     for devices in sorted({cores, 1}, reverse=True):
-      env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-                 JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+      env = dict(os.environ, XLA_FLAGS=cpu_xla_flags(devices), JAX_PLATFORMS="cpu",
+                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
       rows.append(subprocess_json(cmd + (["--conv-bias"] if args.conv_bias else []), env))
     for channels_last in (False, True):
       cmd = [sys.executable, args.peer, f"--batch={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
-      rows.append(subprocess_json(cmd + (["--channels-last"] if channels_last else []),
-                                  dict(os.environ)))
+      row = subprocess_json(cmd + (["--channels-last"] if channels_last else []),
+                            dict(os.environ))
+      row["imports_rss_mb"] = torch_imports_mb
+      row["step_rss_mb"] = round(row["peak_rss_mb"] - torch_imports_mb, 1)
+      rows.append(row)
 
   print(f"\nmachine: {platform.processor() or platform.machine()}, {cores} cores; "
-        f"date: {time.strftime('%Y-%m-%d')}")
-  print(f"{'impl':<28}{'B':>4}{'images':>8}{'median step s':>15}{'images/s':>10}"
-        f"{'peak RSS MB':>13}")
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+  print("| implementation | B | images/step | median step (s) | images/s | peak RSS (MB) | "
+        "RSS after imports (MB) | step's share = peak - imports (MB) | "
+        "XLA buffers per device (MB) |")
+  print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for row in rows:
-    name = (f"jax, {row['devices']} XLA device(s)" if row.get("impl") == "jax" else
+    name = (f"ours, {row['devices']} XLA device(s)" if row.get("impl") == "jax" else
             f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else ""))
     images = row["batch"] * (1 + 2 * row["mu"])
-    print(f"{name:<28}{row['batch']:>4}{images:>8}{row['median_step_s']:>15.3f}"
-          f"{row['images_per_s']:>10.1f}{row['peak_rss_mb']:>13.0f}")
+    xla = row.get("xla_total_mb_per_device")
+    print(f"| {name} | {row['batch']} | {images} | {row['median_step_s']:.3f} | "
+          f"{row['images_per_s']:.1f} | {row['peak_rss_mb']:.0f} | {row['imports_rss_mb']:.0f} | "
+          f"{row['step_rss_mb']:.0f} | {'-' if xla is None else f'{xla:.0f}'} |")
   for row in rows:
     print(json.dumps(row))
 

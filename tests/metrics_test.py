@@ -41,3 +41,15 @@ def test_summary_is_median_of_last_n_ema_evals():
   assert summary["num_evals_in_median"] == 4
   assert abs(summary["acc_raw_final"] - 0.75) < 1e-12
   json.dumps(summary)
+
+
+def test_run_info_records_hardware_once_per_machine(tmp_path):
+  info = metrics.write_run_info(str(tmp_path))
+  assert info["hardware"].startswith("4 x cpu (")  # conftest: 4 fake CPU devices.
+  with open(tmp_path / metrics.RUN_INFO_FILE) as f:
+    stored = json.load(f)
+  stored["date"] = "2020-01-01"
+  with open(tmp_path / metrics.RUN_INFO_FILE, "w") as f:
+    json.dump(stored, f)
+  again = metrics.write_run_info(str(tmp_path))  # A resumed run on the same machine.
+  assert again["date"] == "2020-01-01" and again["hardware"] == info["hardware"]
