@@ -306,6 +306,24 @@ def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
   return "\n".join(lines)
 
 
+def format_by_algorithm(table: Sequence[TableRow], metric: str = "accuracy") -> str:
+  """A compact view for comparing methods: one row per (dataset, labels), one column per
+  algorithm (median of the last N EMA evaluations, mean +/- std over seeds; run counts)."""
+  algorithms = sorted({row.algorithm for row in table})
+  name = "error %" if metric == "error" else "accuracy %"
+  lines = ["| dataset | labels | " + " | ".join(f"{a} ({name})" for a in algorithms) + " |",
+           "|---|---:|" + "---:|" * len(algorithms)]
+  cells: dict[tuple[str, int], dict[str, str]] = {}
+  for row in table:
+    cell = _cell(row.medians, metric)
+    cells.setdefault((row.dataset, row.labels), {})[row.algorithm] = (
+        f"{cell} ({len(row.medians)}/{row.expected} runs)")
+  for (dataset, labels), by_algorithm in sorted(cells.items()):
+    lines.append(f"| {dataset} | {labels} | " +
+                 " | ".join(by_algorithm.get(a, "-") for a in algorithms) + " |")
+  return "\n".join(lines)
+
+
 def format_problems(runs: Sequence[Run], missing: Sequence[tuple[str, str]]) -> str:
   """Lines naming missing and unfinished runs (empty when there are none)."""
   lines = [f"- missing: {workdir} (`--config={config}`)" for config, workdir in missing]
@@ -319,7 +337,8 @@ def format_problems(runs: Sequence[Run], missing: Sequence[tuple[str, str]]) -> 
 
 
 def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
-              runs_root: str | None = None, metric: str = "error") -> str:
+              runs_root: str | None = None, metric: str = "error",
+              by_algorithm: bool = False) -> str:
   """The whole report: table, then missing/unfinished runs.
 
   Args:
@@ -327,6 +346,7 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
     script: an experiments/runs/*.sh file; only its workdirs are read.
     runs_root: passed to the script as $1 (its runs directory), if given.
     metric: "error" (the papers' convention) or "accuracy".
+    by_algorithm: add the compact algorithms-as-columns view above the full table.
   """
   if metric not in ("error", "accuracy"):
     raise ValueError(f"metric={metric!r}: use 'error' or 'accuracy'.")
@@ -353,6 +373,8 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
       raise ValueError(f"No workdir (a directory with {CONFIG_FILE}) under {list(runs_dirs)}.")
   table = build_table(runs, expected if script else None)
   report = format_table(table, metric)
+  if by_algorithm:
+    report = format_by_algorithm(table, metric) + "\n\nFull table:\n\n" + report
   problems = format_problems(runs, missing)
   return report + ("\n\n" + problems if problems else "") + "\n"
 
@@ -390,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                            "runs directory handed to --script as $1.")
   parser.add_argument("--script", help="experiments/runs/*.sh: the table's expected runs.")
   parser.add_argument("--metric", choices=("error", "accuracy"), default="error")
+  parser.add_argument("--by-algorithm", action="store_true",
+                      help="Also print a compact table with one column per algorithm.")
   parser.add_argument("--write", nargs="*", default=[],
                       help="Markdown files whose `<!-- summarize:begin NAME -->` ... "
                            "`<!-- summarize:end NAME -->` block gets the table "
@@ -401,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.error("with --script, --runs is the single runs directory passed to the script.")
   runs_root = args.runs[0] if args.script and args.runs else None
   try:
-    report = summarize(args.runs, script=args.script, runs_root=runs_root, metric=args.metric)
+    report = summarize(args.runs, script=args.script, runs_root=runs_root, metric=args.metric,
+                       by_algorithm=args.by_algorithm)
   except (MixedConfigsError, FileNotFoundError, ValueError, RuntimeError) as error:
     sys.exit(f"summarize: {error}")
   command = "python -m fixmatch_jax.summarize " + shlex.join(
