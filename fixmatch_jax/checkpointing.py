@@ -1,15 +1,21 @@
 """Checkpoints of the whole TrainState with orbax: save, keep N, auto-resume.
 
-Orbax writes each checkpoint into a temporary directory and renames it when
-complete, so a run killed mid-write leaves the previous checkpoint intact. A
-checkpoint that still fails to restore (truncated or corrupted files) is
-reported and the next older one is tried, so no run loses more than the work
-since its last good checkpoint.
+Orbax writes each checkpoint into a temporary directory
+(`<step>.orbax-checkpoint-tmp-<time>`) and renames it to `<step>` only once every
+file is written, so a run killed mid-write leaves the previous checkpoints intact
+and the half-written one is never listed. A checkpoint that still fails to restore
+(truncated or corrupted files) is reported and the next older one is tried, so no
+run loses more than the work since its last good checkpoint.
+
+Each checkpoint also carries the configuration that wrote it (orbax custom
+metadata, written inside the same atomic directory), so a resume can check the
+checkpoint itself rather than trusting the workdir's config.json.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -24,7 +30,11 @@ class CheckpointError(RuntimeError):
 
 
 class Checkpointer:
-  """Saves and restores TrainStates under `<workdir>/checkpoints/<step>`."""
+  """Saves and restores TrainStates under `<workdir>/checkpoints/<step>`.
+
+  Only the primary process writes (orbax coordinates the processes of a multi-host
+  run); every process restores, onto its own devices, whatever topology saved it.
+  """
 
   def __init__(self, workdir: str, *, keep: int):
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
@@ -38,20 +48,42 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, *, wait: bool = False) -> None:
-    """Saves `state` at `step` (asynchronously unless `wait`); keeps the newest N."""
+  def save(self, step: int, state: Any, *, wait: bool = False,
+           config: Mapping[str, Any] | None = None) -> None:
+    """Saves `state` at `step` (asynchronously unless `wait`); keeps the newest N.
+
+    Args:
+      step: the step number (the checkpoint's directory name).
+      state: the pytree to save.
+      wait: block until the checkpoint is complete on disk.
+      config: the run's config as JSON-compatible dict, stored inside the checkpoint.
+    """
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    self._manager.save(step, args=ocp.args.StandardSave(state),
+                       custom_metadata={"config": dict(config)} if config is not None else {})
     if wait:
       self._manager.wait_until_finished()
 
-  def restore(self, target: Any) -> tuple[Any, int] | None:
+  def stored_config(self, step: int) -> dict[str, Any] | None:
+    """The config saved with checkpoint `step` (None for a checkpoint saved without one)."""
+    custom = self._manager.metadata(step).custom_metadata or {}
+    return custom.get("config")
+
+  def restore(self, target: Any, *,
+              check_config: Callable[[dict[str, Any] | None, int], list[str] | None]
+              | None = None
+              ) -> tuple[Any, int] | None:
     """Restores the newest readable checkpoint onto `target`'s structure and shardings.
 
     Args:
       target: a TrainState (concrete or abstract) whose leaves give shape, dtype and
         sharding of the restored arrays.
+      check_config: called as `check_config(stored_config, step)` before a checkpoint is
+        restored; an exception it raises (e.g. the checkpoint belongs to another
+        configuration) propagates: that is a refusal, not a corrupted file, so no older
+        checkpoint is tried. It may return the config differences it accepted; they are
+        named if the checkpoint then fails to restore (e.g. a model of other shapes).
 
     Returns:
       (state, step), or None when the workdir has no checkpoint.
@@ -65,11 +97,24 @@ class Checkpointer:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     errors = []
     for step in steps:
+      path = os.path.join(self.directory, str(step))
+      try:
+        stored = self.stored_config(step)
+      except Exception as e:  # noqa: BLE001 - unreadable metadata: a damaged checkpoint.
+        message = f"checkpoint {path}: unreadable metadata: {type(e).__name__}: {e}"
+        logging.error("Cannot restore %s; trying an older one.", message)
+        errors.append(message)
+        continue
+      accepted = check_config(stored, step) if check_config is not None else None
       try:
         state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return state, step
       except Exception as e:  # noqa: BLE001 - any failure means this checkpoint is unusable.
-        message = f"checkpoint {os.path.join(self.directory, str(step))}: {type(e).__name__}: {e}"
+        message = f"checkpoint {path}: {type(e).__name__}: {e}"
+        if accepted:
+          message += ("\n  It was written with another config (accepted by "
+                      "train.allow_config_change), which may explain the failure:\n  " +
+                      "\n  ".join(accepted))
         logging.error("Cannot restore %s; trying an older one.", message)
         errors.append(message)
     raise CheckpointError(

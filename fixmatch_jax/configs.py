@@ -12,6 +12,7 @@ Experiment files take a typed argument string, as in big_vision:
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -160,6 +161,42 @@ def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   return parsed
 
 
+# Sections whose keys depend on a choice (model, algorithm, dataset, strong augmentation) and
+# are checked where that choice is made (models.create, the algorithm, sources.load).
+_FREE_FORM = ("model", "algo", "data.dataset_options", "data.strong")
+
+
+def _keys(tree: Any, prefix: str = "") -> set[str]:
+  out = set()
+  for key, value in tree.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict) and name not in _FREE_FORM:
+      out |= _keys(value, f"{name}.")
+    else:
+      out.add(name)
+  return out
+
+
+def _check_known_keys(config: ml_collections.ConfigDict) -> None:
+  """Unknown keys (set in an experiment file before locking) would be silently ignored."""
+  known = _keys(base_config())
+  problems = []
+  for key in sorted(_keys(config) - known):
+    close = difflib.get_close_matches(key, known, n=1)
+    problems.append(f"config.{key}" + (f" (did you mean config.{close[0]}?)" if close else ""))
+  from fixmatch_jax import algorithms  # noqa: PLC0415 - keeps this module free of JAX.
+  expected = set(algorithms.get(config.algorithm).default_config().keys())
+  if expected:  # An algorithm that documents its keys: config.algo must use only those.
+    for key in sorted(set(config.get("algo", {}).keys()) - expected):
+      close = difflib.get_close_matches(key, expected, n=1)
+      problems.append(f"config.algo.{key}, which {config.algorithm} does not read" +
+                      (f" (did you mean config.algo.{close[0]}?)" if close else ""))
+  if problems:
+    raise ValueError("Unknown config keys: " + "; ".join(problems) + ". Nothing reads them: "
+                     "fix the spelling or remove them (valid keys: configs.base_config() and "
+                     f"algorithms.get({config.algorithm!r}).default_config()).")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks values that would otherwise fail deep inside a run; names the fix.
 
@@ -170,6 +207,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not ok:
       raise ValueError(f"config.{key}={value!r} is invalid: expected {expected}.")
 
+  _check_known_keys(config)
   data, optim, train = config.data, config.optim, config.train
   require(data.batch_size >= 1, "data.batch_size", data.batch_size, "an integer >= 1")
   require(data.mu >= 1, "data.mu", data.mu, "an integer >= 1 (unlabelled ratio)")
@@ -216,8 +254,8 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
 
   Args:
     dataset: a key of `DATASETS`.
-    algorithm: "fixmatch" or "supervised" (same model, steps, labels and weak
-      augmentation, no unlabelled loss).
+    algorithm: a registered algorithm, e.g. "fixmatch" or "supervised" (same model, steps,
+      labels and weak augmentation, no unlabelled loss); config.algo is its default_config().
     num_labels: labelled examples (a multiple of the number of classes).
     seed: label fold and initialisation seed.
     num_steps: training steps (also the cosine schedule's horizon).
@@ -230,8 +268,9 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
   apply_dataset(config, dataset)
   config.seed = seed
   config.algorithm = algorithm
-  if algorithm == "supervised":
-    config.algo = ml_collections.ConfigDict()
+  from fixmatch_jax import algorithms  # noqa: PLC0415 - keeps this module free of JAX.
+  # The algorithm's own hyperparameters at its paper's values ({} for supervised).
+  config.algo = algorithms.get(algorithm).default_config()
   config.data.num_labels = num_labels
   config.data.batch_size = batch_size
   config.data.mu = mu

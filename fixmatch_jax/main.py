@@ -26,7 +26,14 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False,
-    "Call jax.distributed.initialize() (multi-host; reads the cluster from the environment).")
+    "Call jax.distributed.initialize() (multi-host). Unset flags below are read from the "
+    "environment: JAX_COORDINATOR_ADDRESS, or a detected cluster (SLURM, Open MPI, TPU pods).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0's coordinator.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "With --distributed: number of processes.", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "With --distributed: this process, in [0, num_processes).", lower_bound=0)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -70,7 +77,12 @@ def main(argv):
   from fixmatch_jax import train  # noqa: PLC0415
 
   if _DISTRIBUTED.value:
-    jax.distributed.initialize()
+    # On CPU the processes' collectives go through gloo (jax's default for CPU).
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+  elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
+    raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
+                         "--distributed.")
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
   train.train_and_evaluate(config, _WORKDIR.value)

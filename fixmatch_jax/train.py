@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import tensorflow as tf
@@ -54,6 +55,26 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
   return {prefix[:-1]: tree}
 
 
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """One line per config key (dotted) that differs and may not change on resume."""
+  old_flat, new_flat = _flatten(old), _flatten(new)
+  differing = sorted(
+      k for k in set(old_flat) | set(new_flat)
+      if old_flat.get(k, "<missing>") != new_flat.get(k, "<missing>")
+      and k not in RESUMABLE_CHANGES
+      # A key added to the code since the run started, at its null default, changes nothing.
+      and not (k not in old_flat and new_flat.get(k) is None))
+  return [f"  {k}: saved {old_flat.get(k, '<missing>')!r}, "
+          f"new config has {new_flat.get(k, '<missing>')!r}" for k in differing]
+
+
+def _mismatch(what: str, lines: list[str]) -> ConfigMismatchError:
+  return ConfigMismatchError(
+      f"{what} disagrees with this run's config:\n" + "\n".join(lines) +
+      "\nUse a new --workdir, or pass --config.train.allow_config_change=True to resume "
+      "with the new values.")
+
+
 def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Writes config.json, or checks that a resumed run has the same config.
 
@@ -66,23 +87,38 @@ def write_or_check_config(config: ml_collections.ConfigDict, workdir: str) -> No
   if os.path.exists(path):
     with open(path) as f:
       old = json.load(f)
-    old_flat, new_flat = _flatten(old), _flatten(new)
-    differing = sorted(
-        k for k in set(old_flat) | set(new_flat)
-        if old_flat.get(k, "<missing>") != new_flat.get(k, "<missing>")
-        and k not in RESUMABLE_CHANGES)
+    differing = config_differences(old, new)
     if differing and not config.train.allow_config_change:
-      lines = [f"  {k}: workdir has {old_flat.get(k, '<missing>')!r}, "
-               f"new config has {new_flat.get(k, '<missing>')!r}" for k in differing]
-      raise ConfigMismatchError(
-          f"{path} disagrees with this run's config:\n" + "\n".join(lines) +
-          "\nUse a new --workdir, or pass --config.train.allow_config_change=True to resume "
-          "with the new values.")
+      raise _mismatch(path, differing)
   if jax.process_index() == 0:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
       json.dump(new, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def check_checkpoint_config(config: ml_collections.ConfigDict, directory: str,
+                            stored: dict[str, Any] | None, step: int) -> list[str]:
+  """Refuses a checkpoint written by another configuration (the checkpoint's own copy).
+
+  config.json can be edited, deleted or overwritten independently of the checkpoints; the
+  config saved inside each checkpoint cannot, so it is what a resume is checked against.
+
+  Returns:
+    The differences accepted because `config.train.allow_config_change` is set.
+
+  Raises:
+    ConfigMismatchError: naming every differing key, unless
+      `config.train.allow_config_change` is set.
+  """
+  if stored is None:
+    logging.warning("Checkpoint %d in %s has no stored config (written by an older "
+                    "version); only config.json was checked.", step, directory)
+    return []
+  differing = config_differences(stored, json.loads(config.to_json_best_effort()))
+  if differing and not config.train.allow_config_change:
+    raise _mismatch(f"Checkpoint {os.path.join(directory, str(step))}", differing)
+  return differing
 
 
 class _Preemption:
@@ -107,6 +143,22 @@ class _Preemption:
   def __exit__(self, *exc):
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _non_finite(what: str, first_step: int, last_step: int,
+                checkpointer: checkpointing.Checkpointer) -> FloatingPointError:
+  """The error that stops a diverged run; every checkpoint on disk is finite."""
+  checkpointer.wait()
+  return FloatingPointError(
+      f"Non-finite {what} between steps {first_step} and {last_step}: training diverged. "
+      f"The last checkpoint (step {checkpointer.latest_step()}) holds finite weights. Lower "
+      "optim.lr (to resume from that checkpoint with it, add "
+      "--config.train.allow_config_change=True) or check the inputs for NaN/Inf.")
 
 
 def _format_seconds(seconds: float) -> str:
@@ -168,7 +220,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   state = steps.replicate(mesh, state)
 
   checkpointer = checkpointing.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  restored = checkpointer.restore(state)
+  config_json = json.loads(config.to_json_best_effort())  # Saved in every checkpoint.
+  restored = checkpointer.restore(
+      state, check_config=lambda stored, step: check_checkpoint_config(
+          config, checkpointer.directory, stored, step))
   start_step = 0
   if restored is not None:
     state, start_step = restored
@@ -186,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   num_steps = config.train.num_steps
   pending: list[dict[str, jax.Array]] = []
   last_log_time, last_log_step = time.perf_counter(), start_step
-  step = start_step
+  step = last_checked_step = start_step
   with _Preemption() as preemption:
     while step < num_steps:
       batch = steps.shard_batch(mesh, next(train_iter))
@@ -197,12 +252,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
       if step % config.train.log_every_steps == 0 or step == num_steps:
         row = metrics.average(pending)
         if not np.isfinite(row["train/loss"]):
-          checkpointer.wait()
-          raise FloatingPointError(
-              f"Non-finite training loss ({row['train/loss']}) between steps "
-              f"{step - len(pending) + 1} and {step}. The last checkpoint "
-              f"({checkpointer.latest_step()}) is intact; lower optim.lr or check the inputs "
-              "before resuming.")
+          raise _non_finite(f"training loss ({row['train/loss']})", step - len(pending) + 1,
+                            step, checkpointer)
         now = time.perf_counter()
         steps_per_s = (step - last_log_step) / max(now - last_log_time, 1e-9)
         row["train/steps_per_s"] = steps_per_s
@@ -225,7 +276,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
       if (step % config.train.checkpoint_every_steps == 0 or step == num_steps
           or preemption.requested):
-        checkpointer.save(step, state, wait=step == num_steps or preemption.requested)
+        # One host sync per checkpoint, so that no checkpoint ever holds NaN/Inf weights.
+        if not bool(_all_finite(state.params)):
+          raise _non_finite("parameters", last_checked_step + 1, step, checkpointer)
+        last_checked_step = step
+        checkpointer.save(step, state, wait=step == num_steps or preemption.requested,
+                          config=config_json)
       if preemption.requested:
         logging.warning("Stopped at step %d after SIGTERM; re-run the command to resume.", step)
         break

@@ -1,6 +1,7 @@
 """Checkpoints: exact round trip, keep-N, and fallback past a corrupted newest one."""
 
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -53,3 +54,51 @@ def test_no_readable_checkpoint_is_a_clear_error(tmp_path):
       open(os.path.join(root, name), "wb").close()
   with pytest.raises(checkpointing.CheckpointError, match="from scratch"):
     checkpointing.Checkpointer(str(tmp_path), keep=3).restore(make_state(0))
+
+
+def test_half_written_checkpoint_is_never_used(tmp_path):
+  """Orbax writes into `<step>.orbax-checkpoint-tmp-<time>` and renames when complete: a
+  process killed mid-write leaves such a directory, which must be ignored."""
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  ckpt.save(1, make_state(1), wait=True)
+  ckpt.close()
+  directory = os.path.join(str(tmp_path), checkpointing.CHECKPOINT_DIR)
+  partial = os.path.join(directory, "2.orbax-checkpoint-tmp-1795600000000000")
+  shutil.copytree(os.path.join(directory, "1"), partial)
+  os.remove(os.path.join(partial, "commit_success.txt"))
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  assert ckpt.all_steps() == [1]
+  state, step = ckpt.restore(make_state(0))
+  assert step == 1
+  jax.tree.map(np.testing.assert_array_equal, state, make_state(1))
+
+
+def test_config_is_stored_in_the_checkpoint_and_checked_before_restoring(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  ckpt.save(1, make_state(1), wait=True, config={"seed": 1, "optim": {"lr": 0.03}})
+  ckpt.save(2, make_state(2), wait=True)  # Saved without a config (older versions).
+  ckpt.close()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  assert ckpt.stored_config(1) == {"seed": 1, "optim": {"lr": 0.03}}
+  assert ckpt.stored_config(2) is None
+  seen = []
+  ckpt.restore(make_state(0), check_config=lambda stored, step: seen.append((step, stored)))
+  assert seen == [(2, None)]
+
+  def refuse(stored, step):
+    raise ValueError(f"checkpoint {step} is from another run")
+  # A refusal is not a damaged file: it propagates, no older checkpoint is tried.
+  with pytest.raises(ValueError, match="checkpoint 2 is from another run"):
+    ckpt.restore(make_state(0), check_config=refuse)
+
+
+def test_restore_failure_names_the_accepted_config_changes(tmp_path):
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=3)
+  ckpt.save(1, make_state(1), wait=True, config={"model": {"width": 8}})
+  ckpt.close()
+  bigger = {"params": {"w": jnp.zeros((4, 2), jnp.float32)}, "step": jnp.int32(0),
+            "rng": jnp.array([1, 2], jnp.uint32)}
+  with pytest.raises(checkpointing.CheckpointError) as error:
+    checkpointing.Checkpointer(str(tmp_path), keep=3).restore(
+        bigger, check_config=lambda stored, step: ["  model.width: saved 8, new has 16"])
+  assert "(4, 2)" in str(error.value) and "model.width: saved 8" in str(error.value)

@@ -66,17 +66,21 @@ def select_labelled(labels: np.ndarray, num_labels: int, seed: int,
       examples than num_labels / num_classes.
   """
   if num_labels <= 0 or num_labels % num_classes:
+    nearest = max(num_classes, round(num_labels / num_classes) * num_classes)
     raise ValueError(f"num_labels={num_labels} must be a positive multiple of the number of "
-                     f"classes ({num_classes}) for a class-balanced split.")
+                     f"classes ({num_classes}) for a class-balanced split; set "
+                     f"config.data.num_labels to e.g. {nearest}.")
   per_class = num_labels // num_classes
   labels = np.asarray(labels)
+  smallest = min(int(np.sum(labels == c)) for c in range(num_classes))
   rng = np.random.RandomState(seed)
   chosen = []
   for c in range(num_classes):
     members = np.flatnonzero(labels == c).astype(np.int64)
     if len(members) < per_class:
       raise ValueError(f"Class {c} has {len(members)} examples; {per_class} labelled examples "
-                       f"per class (num_labels={num_labels}) is too many.")
+                       f"per class (num_labels={num_labels}) is too many. Set "
+                       f"config.data.num_labels to at most {smallest * num_classes}.")
     if seed:  # FixMatch's create_split.py: seed 0 keeps the dataset order.
       rng.shuffle(members)
     chosen.append(members[:per_class])
