@@ -5,7 +5,8 @@ r"""FixMatch vs supervised-only on real Fashion-MNIST, sized for a 2-core CPU.
       --workdir=runs/fashion_mnist/fixmatch_labels40_seed1
 
 Arguments: algorithm in {fixmatch, supervised}; labels (divisible by 10; 40 and 250
-are the published rows, docs/fashion_mnist.md); seed (1..5 = label folds); steps.
+are the published rows, docs/fashion_mnist.md); seed (1..5 = label folds); steps;
+strong in {randaugment, ctaugment} (FixMatch (RA) or (CTA); docs/ctaugment.md).
 Data: the original IDX files of Debian's `dataset-fashion-mnist` package
 (`apt-get install dataset-fashion-mnist`), 60k train / 10k test, 28x28 grey.
 The recipe is FixMatch's (tau 0.95, lambda_u 1, mu 7, SGD-Nesterov, cosine 7/16,
@@ -20,11 +21,16 @@ from fixmatch_jax import configs
 
 
 def get_config(arg=None):
-  args = configs.parse_arg(arg, algorithm="fixmatch", labels=40, seed=1, steps=1200)
+  args = configs.parse_arg(arg, algorithm="fixmatch", labels=40, seed=1, steps=1200,
+                          strong="randaugment")
   config = configs.short_run(
       "fashion_mnist_local", algorithm=args.algorithm, num_labels=args.labels, seed=args.seed,
       num_steps=args.steps, batch_size=32, eval_every_steps=100, summary_last_n=5)
   config.model.name = "wrn10_1"
   config.data.eval_batch_size = 1000
   config.train.checkpoint_every_steps = 1000
+  if args.strong == "ctaugment":
+    configs.use_ctaugment(config)
+  elif args.strong != "randaugment":
+    raise ValueError(f"strong={args.strong!r}: choose randaugment or ctaugment.")
   return config

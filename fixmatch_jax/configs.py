@@ -119,6 +119,20 @@ def set_num_steps(config: ml_collections.ConfigDict, num_steps: int) -> None:
   config.optim.decay_steps = num_steps
 
 
+def use_ctaugment(config: ml_collections.ConfigDict) -> None:
+  """Makes the strong augmentation CTAugment, as in the paper's "FixMatch (CTA)" rows.
+
+  Sohn et al. 2020 (arXiv:2001.07685), Sec. 3.2 and App. C (see data/ctaugment.py): `depth`
+  = 2 ops per strong view, bins whose normalised rate is below `threshold` = 0.8 never drawn,
+  rates updated with `decay` = 0.99 from the EMA model's probe predictions, then Cutout at
+  level `cutout` = 1 (side 1 + int(0.499 * side)). `lag`: the strong views of step t use the
+  rates after step t - lag (exactly; see data/ctaugment_rates.py). `fill`: value of the
+  pixels geometric ops bring in (0: the reference code's PIL default).
+  """
+  config.data.strong = ml_collections.ConfigDict(dict(
+      name="ctaugment", depth=2, threshold=0.8, decay=0.99, cutout=1.0, lag=2, fill=0))
+
+
 def parse_arg(arg: str | None, **defaults: Any) -> ml_collections.ConfigDict:
   """Parses "labels=40,seed=1" into a ConfigDict typed by `defaults`.
 

@@ -22,6 +22,7 @@ from jax.sharding import PartitionSpec as P
 
 from fixmatch_jax import optim
 from fixmatch_jax.algorithms import Algorithm
+from fixmatch_jax.data import ctaugment_rates
 from fixmatch_jax.train_state import TrainState
 
 DATA_AXIS = "data"
@@ -40,7 +41,8 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
     algorithm: supplies loss_fn.
     tx: the optimizer; its weight decay (coupled L2) is applied here, not in the loss.
     lr_fn: the learning-rate schedule of `tx`, for logging.
-    config: the run config; reads config.algo (passed to the loss) and config.optim.ema_decay.
+    config: the run config; reads config.algo (passed to the loss) and config.optim.ema_decay
+      (and config.data.strong.decay with CTAugment).
 
   Returns:
     (new state, metrics): metrics are device arrays ("train/loss", "train/lr",
@@ -75,10 +77,23 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
   # EMA of the updated parameters only; BatchNorm statistics are not averaged (FixMatch
   # evaluates the EMA parameters with the online model's statistics).
   ema_params = optim.ema_update(state.ema_params, params, config.optim.ema_decay)
+  metrics = dict(aux["metrics"])
+  augment_state = state.augment_state
+  if "probe" in batch["labelled"]:
+    # CTAugment: the EMA model (before this update, inference mode) on the probe views moves
+    # the rates of the bins they used (data/ctaugment_rates.py).
+    probe_logits, _ = forward(state.ema_params, batch["labelled"]["probe"], train=False)
+    augment_state, probe_metrics = ctaugment_rates.probe_feedback(
+        augment_state, probe_logits, batch["labelled"]["label"],
+        batch["labelled"]["probe_bins"], state.step, config.data.strong.decay)
+    metrics.update(probe_metrics)
+  if "policy_version" in batch.get("unlabelled", {}):
+    metrics["cta/policy_staleness"] = jnp.mean(
+        state.step - batch["unlabelled"]["policy_version"].astype(jnp.float32))
   new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=aux["batch_stats"],
-      opt_state=opt_state, ema_params=ema_params, algo_state=aux["algo_state"])
-  metrics = dict(aux["metrics"])
+      opt_state=opt_state, ema_params=ema_params, algo_state=aux["algo_state"],
+      augment_state=augment_state)
   metrics["train/loss"] = loss
   metrics["train/lr"] = lr_fn(state.step)
   metrics["train/grad_norm"] = optax.global_norm(grads)

@@ -34,7 +34,7 @@ from fixmatch_jax import (
     steps,
     train_state,
 )
-from fixmatch_jax.data import pipeline, sources, splits
+from fixmatch_jax.data import ctaugment_rates, pipeline, sources, splits
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -232,9 +232,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
   train_fn = steps.make_train_step(model, algorithm, tx, lr_fn, config, mesh)
   eval_fn = steps.make_eval_step(model, mesh)
+  # CTAugment: the host-side versions of the rates the pipeline reads (None without CTA).
+  rate_board = ctaugment_rates.board_for(state.augment_state, start_step)
   train_iter = pipeline.train_stream(
       config.data, train_source, split, views=algorithm.views, seed=config.seed,
-      start_step=start_step)
+      start_step=start_step, rate_board=rate_board)
   eval_batches = list(pipeline.eval_stream(test_source, batch_size=config.data.eval_batch_size))
 
   logger = metrics.MetricLogger(workdir)
@@ -245,7 +247,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   with _Preemption() as preemption:
     while step < num_steps:
       batch = steps.shard_batch(mesh, next(train_iter))
+      if rate_board is not None:  # Copied before the step donates the state.
+        rates = ctaugment_rates.current_rates(state.augment_state, step)
       state, step_metrics = train_fn(state, batch)
+      if rate_board is not None:
+        ctaugment_rates.publish(rate_board, step, rates)
       pending.append(step_metrics)  # Still on device: fetched at the next logging step.
       step += 1
 
@@ -273,6 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         logging.info("step %d  eval/acc %.4f  eval/acc_ema %.4f  (%.1f s)", step,
                      result["eval/acc"], result["eval/acc_ema"], result["eval/seconds"])
         last_log_time += result["eval/seconds"]  # Keep evaluation out of the steps/s figure.
+        if rate_board is not None:
+          ctaugment_rates.append_log(workdir, step, rate_board)
 
       if (step % config.train.checkpoint_every_steps == 0 or step == num_steps
           or preemption.requested):
@@ -286,6 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
         logging.warning("Stopped at step %d after SIGTERM; re-run the command to resume.", step)
         break
 
+  if rate_board is not None:
+    rate_board.close()
   checkpointer.close()
   logger.flush()
   logger.close()

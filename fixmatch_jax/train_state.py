@@ -27,6 +27,8 @@ class TrainState:
     rng: raw PRNG key data (uint32 [2] for the default threefry), so orbax can save it; the
       step key is fold_in(wrap_key_data(rng, impl=rng_impl), step).
     rng_impl: name of the PRNG implementation of `rng` (static, not a pytree leaf).
+    augment_state: state of a learned augmentation ({} when none): CTAugment's rate ring
+      {"rates": float32 [lag + 1, NUM_RATES]} (data/ctaugment_rates.py), updated by the step.
   """
 
   step: jax.Array
@@ -37,6 +39,7 @@ class TrainState:
   algo_state: Any
   rng: jax.Array
   rng_impl: str = flax.struct.field(pytree_node=False, default="threefry2x32")
+  augment_state: Any = flax.struct.field(default_factory=dict)
 
 
 def create(model: flax.linen.Module, tx: optax.GradientTransformation, algorithm: Algorithm,
@@ -79,7 +82,17 @@ def create(model: flax.linen.Module, tx: optax.GradientTransformation, algorithm
       algo_state=algorithm.init_state(config.algo, num_unlabelled, model.num_classes),
       rng=jax.random.key_data(state_key),
       rng_impl=str(jax.random.key_impl(state_key)),
+      augment_state=_augment_state(config),
   )
+
+
+def _augment_state(config: ml_collections.ConfigDict) -> Any:
+  """CTAugment's initial rates (all ones) when the strong augmentation is CTAugment."""
+  strong = (config.get("data") or {}).get("strong") or {}
+  if strong.get("name") != "ctaugment":
+    return {}
+  from fixmatch_jax.data import ctaugment_rates  # NumPy and JAX only.
+  return jax.tree.map(jnp.asarray, ctaugment_rates.init_state(strong.lag))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "shape"))

@@ -235,8 +235,8 @@ def sharpness(images: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
   return _blend(tf.reshape(degenerate, rows), tf.reshape(pixels, rows), factor)
 
 
-def _affine(images: tf.Tensor, coeffs: tf.Tensor) -> tf.Tensor:
-  """PIL Image.transform(AFFINE, coeffs, NEAREST, fillcolor=grey) of a batch.
+def _affine(images: tf.Tensor, coeffs: tf.Tensor, fill: int = GREY) -> tf.Tensor:
+  """PIL Image.transform(AFFINE, coeffs, NEAREST, fillcolor=fill) of a batch.
 
   Output pixel (x, y) reads input (a x' + b y' + c, d x' + e y' + f) at pixel centres
   x' = x + 0.5, y' = y + 0.5, with PIL's index arithmetic: 16.16 fixed point when b or d is
@@ -246,6 +246,8 @@ def _affine(images: tf.Tensor, coeffs: tf.Tensor) -> tf.Tensor:
   Args:
     images: uint8 [N, H, W, C].
     coeffs: float64 [N, 6]: a, b, c, d, e, f.
+    fill: value of pixels read from outside the image (grey; CTAugment's reference code
+      leaves PIL's default, 0).
 
   Returns:
     uint8 [N, H, W, C].
@@ -271,12 +273,12 @@ def _affine(images: tf.Tensor, coeffs: tf.Tensor) -> tf.Tensor:
   # Unsigned compares test 0 <= v < size at once.
   inside = (tf.bitcast(x_in, tf.uint32) < tf.cast(w, tf.uint32)) & (
       tf.bitcast(y_in, tf.uint32) < tf.cast(h, tf.uint32))
-  # Pixels from outside read one grey pixel appended after the last real one.
+  # Pixels from outside read one `fill` pixel appended after the last real one.
   grey_index = n * h * w
   flat = y_in * w + x_in + tf.reshape(tf.range(n) * (h * w), [-1, 1, 1]) - grey_index
   flat = grey_index + tf.cast(inside, tf.int32) * flat
   source = tf.reshape(images, [-1, images.shape[-1]])
-  source = tf.concat([source, tf.fill([1, images.shape[-1]], tf.constant(GREY, tf.uint8))], 0)
+  source = tf.concat([source, tf.fill([1, images.shape[-1]], tf.constant(fill, tf.uint8))], 0)
   return tf.gather(source, flat)
 
 

@@ -34,7 +34,8 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from fixmatch_jax.data import augment, randaugment, sources, splits
+from fixmatch_jax.data import augment, ctaugment, randaugment, sources, splits
+from fixmatch_jax.data import ctaugment_rates as cta_rates
 
 VIEWS = ("weak", "strong", "strong2", "raw", "weak2")
 LABELLED_STREAM, UNLABELLED_STREAM = 0, 1
@@ -44,6 +45,10 @@ LABELLED_STREAM, UNLABELLED_STREAM = 0, 1
 # "weak2" is a second, independent weak augmentation (Pi-model, Mean Teacher).
 _VIEW_SLOT = {"weak": 0, "strong": 1, "strong2": 2, "weak2": 3}
 _STRONG_VIEWS = ("strong", "strong2")
+STRONG_AUGMENTATIONS = ("randaugment", "ctaugment")
+# CTAugment's probe view of labelled images: its seed is folded from the step seed, so the
+# weak and strong views keep their draws.
+_PROBE_SALT = 99
 
 
 def _process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -89,19 +94,35 @@ def _view_function(views: tuple[str, ...], image_shape: tuple[int, ...], local: 
   them only costs time.
   """
   strong_cfg = ml_collections.ConfigDict(dict(strong_options))
+  cta = strong_cfg.name == "ctaugment"
+
+  def cta_policy(seed, rates, probe):
+    return ctaugment.sample_policy(
+        seed, image_shape, rates, probe=probe, depth=strong_cfg.depth,
+        threshold=strong_cfg.threshold, decay=strong_cfg.decay, cutout=strong_cfg.cutout,
+        batch_size=local, first_row=first_row)
 
   @tf.function(autograph=False)
-  def augment_batch(images, step_seed):
+  def augment_batch(images, step_seed, rates):
     seeds = tf.random.experimental.stateless_split(step_seed, 2 * len(_VIEW_SLOT))
     out = {}
     for view in views:
       if view == "raw":
         out[view] = images
         continue
+      if view == "probe":  # CTAugment's probe of the weak view (the labelled image).
+        policy = cta_policy(tf.random.experimental.stateless_fold_in(step_seed, _PROBE_SALT),
+                            rates, probe=True)
+        out["probe"] = ctaugment.apply(out["weak"], policy, fill=strong_cfg.fill)
+        out["probe_bins"] = policy["bins"]
+        continue
       slot = _VIEW_SLOT[view]
       out[view] = augment.weak_augment_batch(images, seeds[2 * slot], flip=flip, pad=pad,
                                              first_row=first_row)
-      if view in _STRONG_VIEWS:
+      if view in _STRONG_VIEWS and cta:
+        policy = cta_policy(seeds[2 * slot + 1], rates, probe=False)
+        out[view] = ctaugment.apply(out[view], policy, fill=strong_cfg.fill)
+      elif view in _STRONG_VIEWS:
         params = randaugment.strong_augment_params(
             seeds[2 * slot + 1], image_shape, strong_cfg, batch_size=local, first_row=first_row)
         out[view] = randaugment.strong_augment_batch(out[view], params, strong_cfg)
@@ -112,8 +133,14 @@ def _view_function(views: tuple[str, ...], image_shape: tuple[int, ...], local: 
 
 def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
             global_batch: int, rows: range, start_step: int, seed: int,
-            views: tuple[str, ...], config_data: ml_collections.ConfigDict) -> tf.data.Dataset:
-  """One training stream: batches of `views` (+ "index", "label") of this process's rows."""
+            views: tuple[str, ...], config_data: ml_collections.ConfigDict,
+            rate_board: cta_rates.RateBoard | None = None) -> tf.data.Dataset:
+  """One training stream: batches of `views` (+ "index", "label") of this process's rows.
+
+  With CTAugment strong views, the rates of step t come from `rate_board.get(t)` (one host
+  call per batch, which waits for that version), and each row carries "policy_version";
+  without a board the rates stay at their initial value (benchmarks, tests).
+  """
   n = len(subset)
   if n == 0:
     raise ValueError(f"Stream {stream_id} has no examples to draw from.")
@@ -140,10 +167,19 @@ def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
     position = tf.raw_ops.RandomIndexShuffle(
         index=k % n, seed=epoch_seed, max_index=tf.constant(n - 1, tf.int64), rounds=4)
     index = tf.gather(subset_t, position)
+    extra = {}
+    if rate_board is None:
+      rates = tf.ones([cta_rates.NUM_RATES], tf.float32)
+    else:
+      rates = tf.numpy_function(rate_board.get, [step], tf.float32, stateful=False)
+      rates.set_shape([cta_rates.NUM_RATES])
+      version = tf.maximum(step - rate_board.lag, 0)
+      extra["policy_version"] = tf.fill([local], tf.cast(version, tf.int32))
     # The step seed, not the process's rows: every process draws from the global batch's seed.
     views_out = augment_batch(_numpy_gather(source.images, index),
-                              tf.stack([stream_hash_t, step]))
-    return {"index": tf.cast(index, tf.int32), "label": tf.gather(labels_t, index), **views_out}
+                              tf.stack([stream_hash_t, step]), rates)
+    return {"index": tf.cast(index, tf.int32), "label": tf.gather(labels_t, index),
+            **views_out, **extra}
 
   return tf.data.Dataset.counter(start_step).map(
       make_batch, num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -151,8 +187,8 @@ def _stream(source: sources.ArraySource, subset: np.ndarray, *, stream_id: int,
 
 def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.ArraySource,
                  split: splits.Split, *, views: Sequence[str], seed: int, start_step: int = 0,
-                 process_index: int | None = None,
-                 process_count: int | None = None) -> Iterator[dict]:
+                 process_index: int | None = None, process_count: int | None = None,
+                 rate_board: cta_rates.RateBoard | None = None) -> Iterator[dict]:
   """Endless training batches (this process's slice of each global batch), as NumPy.
 
   Args:
@@ -165,18 +201,26 @@ def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.A
     start_step: first step to yield (resume).
     process_index: this process (default `jax.process_index()`).
     process_count: number of processes (default `jax.process_count()`).
+    rate_board: CTAugment only (`config_data.strong.name == "ctaugment"`): the versions of
+      the rates the train loop publishes; None keeps the initial rates.
 
   Returns:
     Iterator of {"labelled": {"image": uint8 [B/P,H,W,C] (weak), "label": int32 [B/P]},
     "unlabelled": {view: uint8 [muB/P,H,W,C] for each view, "index": int32, "label": int32}}.
     The unlabelled "label" is the ground truth for monitoring only (-1: none).
+    With CTAugment strong views, "labelled" also has "probe" (CTAugment's probe of the
+    labelled image) and "probe_bins" (int32 [B/P, depth * 2], the rate bins it used), and
+    "unlabelled" has "policy_version" (int32 [muB/P], the version of the rates used).
   """
   unknown = [view for view in views if view not in VIEWS]
   if unknown or len(set(views)) != len(views):
     raise ValueError(f"views must be distinct names from {VIEWS}, got {tuple(views)}.")
-  if config_data.strong.name != "randaugment" and any(v in _STRONG_VIEWS for v in views):
+  if config_data.strong.name not in STRONG_AUGMENTATIONS and any(
+      v in _STRONG_VIEWS for v in views):
     raise ValueError(f"Strong augmentation {config_data.strong.name!r} is not supported by "
-                     f"the pipeline (only 'randaugment').")
+                     f"the pipeline; config.data.strong.name must be one of "
+                     f"{STRONG_AUGMENTATIONS}.")
+  cta = config_data.strong.name == "ctaugment" and any(v in _STRONG_VIEWS for v in views)
   if seed < 0 or start_step < 0:
     raise ValueError(f"seed and start_step must be >= 0, got {seed}, {start_step}.")
   process_index, process_count = _process(process_index, process_count)
@@ -186,14 +230,16 @@ def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.A
   labelled = _stream(
       train_source, split.labelled, stream_id=LABELLED_STREAM, global_batch=batch_size,
       rows=_local_rows(batch_size, process_index, process_count, "batch_size"),
-      views=("weak",), **common)
-  labelled = labelled.map(lambda b: {"image": b["weak"], "label": b["label"]})
+      views=("weak", "probe") if cta else ("weak",), **common)
+  probe_keys = ("probe", "probe_bins") if cta else ()
+  labelled = labelled.map(lambda b: {"image": b["weak"], "label": b["label"],
+                                     **{key: b[key] for key in probe_keys}})
   if views:
     unlabelled = _stream(
         train_source, split.unlabelled, stream_id=UNLABELLED_STREAM,
         global_batch=unlabelled_batch, views=tuple(views),
         rows=_local_rows(unlabelled_batch, process_index, process_count, "mu * batch_size"),
-        **common)
+        rate_board=rate_board if cta else None, **common)
     ds = tf.data.Dataset.zip(labelled, unlabelled).map(
         lambda lab, unlab: {"labelled": lab, "unlabelled": unlab})
   else:
