@@ -23,7 +23,8 @@ Rules, so that a table never says more than its runs do:
   under the table and left out of the numbers.
 - The paper's number comes from the experiment file of the run's command: its
   `PAPER_ERROR` dict, {labels: (mean, std)} or {(algorithm, labels): (mean, std)}, in
-  error %. Rows without one show "-".
+  error %; a bare mean or a std of None means the paper gives no std. Rows without one
+  show "-".
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import dataclasses
 import datetime
 import importlib.util
 import json
+import math
 import os
 import shlex
 import statistics
@@ -195,7 +197,11 @@ def paper_error(experiment: str | None, algorithm: str, labels: int) -> tuple[fl
   spec.loader.exec_module(module)
   table = getattr(module, "PAPER_ERROR", None) or {}
   value = table.get((algorithm, labels), table.get(labels))
-  return None if value is None else (float(value[0]), float(value[1]))
+  if value is None:
+    return None
+  if isinstance(value, int | float):  # A mean without a published std.
+    return float(value), math.nan
+  return float(value[0]), math.nan if value[1] is None else float(value[1])
 
 
 def check_same_config(runs: Sequence[Run]) -> None:
@@ -284,7 +290,7 @@ def _paper_cell(paper: tuple[float, float] | None, metric: str) -> str:
   if paper is None:
     return "-"
   mean = paper[0] if metric == "error" else 100 - paper[0]
-  return f"{mean:.2f} +/- {paper[1]:.2f}"
+  return f"{mean:.2f}" if math.isnan(paper[1]) else f"{mean:.2f} +/- {paper[1]:.2f}"
 
 
 def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
