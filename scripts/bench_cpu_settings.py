@@ -50,6 +50,18 @@ SETTINGS: dict[str, dict] = {
         flags=_devices(CORES) + " --xla_cpu_use_onednn=true"
         " --xla_cpu_experimental_onednn_custom_call=true", doc="oneDNN as custom calls"),
     "xnnpack": dict(flags=_devices(CORES) + " --xla_cpu_use_xnnpack=true", doc="XNNPACK"),
+    "no_xnnpack": dict(flags=_devices(CORES) + " --xla_cpu_use_xnnpack=false",
+                       doc="XNNPACK off"),
+    "xnn_graph": dict(
+        flags=_devices(CORES) + " --xla_cpu_experimental_xnn_graph_fusion_mode="
+        "XNN_GRAPH_FUSION_MODE_GREEDY", doc="XNNPACK graph fusion (greedy subgraphs)"),
+    "xnn_fusions": dict(
+        flags=_devices(CORES) + " --xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce",
+        doc="XNNPACK library fusions for dot, eltwise, reduce"),
+    "onednn_fusions": dict(
+        flags=_devices(CORES) + " --xla_cpu_use_onednn=true"
+        " --xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce",
+        doc="oneDNN thunks + oneDNN library fusions for dot, eltwise, reduce"),
     "fast_math": dict(flags=_devices(CORES) + " --xla_cpu_enable_fast_math=true",
                       doc="fast-math (reassociation, approximate functions)"),
     "no_thunks": dict(flags=_devices(CORES) + " --xla_cpu_use_thunk_runtime=false",
