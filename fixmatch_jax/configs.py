@@ -285,6 +285,13 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
   from fixmatch_jax import algorithms  # noqa: PLC0415 - keeps this module free of JAX.
   # The algorithm's own hyperparameters at its paper's values ({} for supervised).
   config.algo = algorithms.get(algorithm).default_config()
+  # Ramp-ups in steps follow the run's length: the FixMatch codebase's baselines warm up
+  # over the first 40% of training (as do Oliver et al.'s, 200k of 500k steps); UDA's TSA
+  # anneals over the whole run (algorithms/consistency.py, uda.py).
+  if "rampup_end" in config.algo:
+    config.algo.rampup_end = config.train.get_ref("num_steps") * 2 // 5
+  if "tsa_steps" in config.algo:
+    config.algo.tsa_steps = config.train.get_ref("num_steps")
   config.data.num_labels = num_labels
   config.data.batch_size = batch_size
   config.data.mu = mu

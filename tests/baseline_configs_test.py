@@ -140,3 +140,13 @@ def test_paper_numbers_reach_the_summarizer():
       assert value is None
     else:
       assert value[0] == error and nan_std(value), (experiment, algorithm, labels)
+
+
+def test_cpu_short_runs_scale_the_ramps_to_their_length():
+  """configs.short_run: a 1000-step run warms up over 400 steps, not 40% of 2^20."""
+  for algorithm in ("pseudo_label", "pi_model", "mean_teacher", "vat"):
+    config = parse("fashion_mnist.py", f"algorithm={algorithm},steps=1000")
+    assert config.algo.rampup_end == 400
+    assert parse("fashion_mnist.py", f"algorithm={algorithm},steps=1000",
+                 "--config.train.num_steps=500").algo.rampup_end == 200
+  assert parse("fashion_mnist.py", "algorithm=uda,steps=1000").algo.tsa_steps == 1000
