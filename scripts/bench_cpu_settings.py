@@ -10,8 +10,9 @@ asks every worker, in a shuffled order, for `--steps-per-round` steps (and, with
 runs the PyTorch peer `../shared/peers/torch_fixmatch_step.py --channels-last` for as many
 steps). Only one worker computes at a time. Reported per setting: the median step time
 over all rounds, and the median over rounds of its ratio to the `default` setting timed in
-the same round (the paired ratio is what load changes cancel out of). The load average
-before and after is printed.
+the same round (the paired ratio is what load changes cancel out of), and the CPU time
+the worker used per step (all its threads; less sensitive to other processes than wall
+time, though spinning threads count). The load average before and after is printed.
 
 Settings: see `--help` (each names what changes against `default`, the CPU default of
 fixmatch_jax.main).
@@ -92,13 +93,14 @@ def worker(batch: int, mu: int, image_size: int, dtype: str | None) -> None:
   print(json.dumps({"ready": True, "devices": len(jax.devices()),
                     "first_step_s": time.perf_counter() - start}), flush=True)
   for line in sys.stdin:
-    times = []
+    times, cpu = [], []
     for _ in range(int(line)):
-      start = time.perf_counter()
+      start, cpu_start = time.perf_counter(), time.process_time()
       state, metrics = step_fn(state, device_batch)
       jax.block_until_ready((state, metrics))
       times.append(time.perf_counter() - start)
-    print(json.dumps({"times": times}), flush=True)
+      cpu.append(time.process_time() - cpu_start)
+    print(json.dumps({"times": times, "cpu": cpu}), flush=True)
 
 
 def start_worker(name: str, args: argparse.Namespace) -> subprocess.Popen:
@@ -169,6 +171,7 @@ def main() -> None:
   if "default" not in workers:
     sys.exit("the default setting failed to start; nothing to compare against.")
   times: dict[str, list[float]] = {name: [] for name in workers}
+  cpu: dict[str, list[float]] = {name: [] for name in workers}
   ratios: dict[str, list[float]] = {name: [] for name in workers}
   if args.peer:
     times["torch_peer_channels_last"], ratios["torch_peer_channels_last"] = [], []
@@ -183,7 +186,9 @@ def main() -> None:
       else:
         workers[name].stdin.write(f"{args.steps_per_round}\n")
         workers[name].stdin.flush()
-        step_times = read_json(workers[name], name)["times"]
+        answer = read_json(workers[name], name)
+        step_times = answer["times"]
+        cpu[name].extend(answer["cpu"])
       times[name].extend(step_times)
       round_median[name] = statistics.median(step_times)
     for name in times:
@@ -199,16 +204,17 @@ def main() -> None:
         f"{started}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"{args.rounds} rounds x {args.steps_per_round} steps, interleaved")
   print("| setting | median step (s) | x default (median of paired ratios) | "
-        "first step incl. compile (s) |")
-  print("|---|---:|---:|---:|")
+        "CPU s/step (all threads) | first step incl. compile (s) |")
+  print("|---|---:|---:|---:|---:|")
   for name in times:
     first = info.get(name, {}).get("first_step_s")
+    cpu_cell = f"{statistics.median(cpu[name]):.3f}" if cpu.get(name) else "-"
     print(f"| {name} | {statistics.median(times[name]):.3f} | "
-          f"{statistics.median(ratios[name]):.3f} | "
+          f"{statistics.median(ratios[name]):.3f} | {cpu_cell} | "
           f"{'-' if first is None else f'{first:.1f}'} |")
   print(json.dumps({"batch": args.batch, "mu": args.mu, "date": started,
                     "load_before": load_before, "load_after": load_after,
-                    "times": times, "ratios": ratios}))
+                    "times": times, "ratios": ratios, "cpu": cpu}))
 
 
 if __name__ == "__main__":
