@@ -6,7 +6,8 @@ and a `num_classes` attribute.
 
 Names: "wrn28_2" (CIFAR-10/SVHN, ~1.47M params), "wrn28_8" (CIFAR-100, ~23.4M),
 "wrn37_2" (STL-10), CPU variants "wrn10_1", "wrn16_1", "cnn_small", and "mlp_lee" (Lee
-2013's 784-5000-10 MLP with dropout, models/mlp.py).
+2013's 784-5000-10 MLP with dropout, models/mlp.py), "cnn13" (the 13-layer CNN of
+Laine & Aila 2017 / Arazo et al. 2019, ~3.1M params, models/cnn13.py).
 """
 from typing import Any
 
@@ -14,6 +15,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from fixmatch_jax.models.cnn13 import CNN13
 from fixmatch_jax.models.mlp import MLP
 from fixmatch_jax.models.small import SmallCNN
 from fixmatch_jax.models.wide_resnet import WideResNet
@@ -27,6 +29,7 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "wrn16_1": (WideResNet, dict(depth=16, widen=1)),
     "cnn_small": (SmallCNN, dict(width=32)),
     "mlp_lee": (MLP, dict(hidden_units=(5000,))),
+    "cnn13": (CNN13, {}),
 }
 
 # Optional config.model fields. A field a model does not have (e.g. conv_bias for cnn_small)

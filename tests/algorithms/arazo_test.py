@@ -277,5 +277,6 @@ def test_paper_config_builds_through_flags_and_carries_the_recipe(labels):
                                             algo.warmup_steps + 350 * epoch)
   assert config.optim.schedule == "step" and config.optim.boundary_factor == 0.1
   assert config.optim.lr == 0.1 and config.optim.momentum == 0.9 and not config.optim.nesterov
-  assert config.optim.weight_decay == 1e-4 and config.model.dropout_rate == 0.1
+  assert config.optim.weight_decay == 1e-4
+  assert config.model.name == "cnn13" and config.model.dropout_rate == 0.1
   assert config.train.eval_every_steps == epoch
