@@ -41,6 +41,9 @@ DATASETS: dict[str, dict[str, Any]] = {
                                 pad_fraction=0.125, model="wrn28_2", weight_decay=5e-4),
     "digits": dict(num_classes=10, image_shape=(8, 8, 1), flip=False, pad_fraction=0.125,
                    model="cnn_small", weight_decay=5e-4),
+    # Your own arrays (sources.save_npz): class count and shape come from the file.
+    "npz": dict(num_classes=None, image_shape=None, flip=False, pad_fraction=0.125,
+                model="cnn_small", weight_decay=5e-4),
     "synthetic": dict(num_classes=4, image_shape=(8, 8, 3), flip=True, pad_fraction=0.125,
                       model="cnn_small", weight_decay=5e-4),
 }

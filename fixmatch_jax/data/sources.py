@@ -12,6 +12,8 @@ to get it. Offline sources with the same schema:
   examples are "train", the last 360 "test" (the file order; no shuffling, so
   every machine agrees). Pixels 0..16 are scaled to uint8 by round(x * 255 / 16).
 * "synthetic": deterministic class-structured images for tests.
+* "npz": your own arrays, from one NumPy .npz file (`data_dir` is its path) holding
+  train_images, train_labels, test_images, test_labels (see `save_npz`).
 
 Row i of an `ArraySource` is example i: splits and streams address examples by
 that position. Loaded arrays are cached in-process and read-only.
@@ -33,7 +35,7 @@ import numpy as np
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped", "stl10", "mnist", "fashion_mnist")
-OFFLINE_DATASETS = ("fashion_mnist_local", "digits", "synthetic")
+OFFLINE_DATASETS = ("fashion_mnist_local", "digits", "synthetic", "npz")
 # Options each dataset accepts; anything else is a typo and fails loudly.
 _OPTIONS: dict[str, frozenset[str]] = {
     "svhn_cropped": frozenset({"extra"}),
@@ -129,6 +131,8 @@ def _load_cached(name: str, split: str, data_dir: str | None,
     images, labels, num_classes = _load_digits(split)
   elif name == "synthetic":
     images, labels, num_classes = _make_synthetic(split, **kwargs)
+  elif name == "npz":
+    images, labels, num_classes = _load_npz(split, data_dir)
   else:
     images, labels, num_classes = _load_tfds(name, split, data_dir, **kwargs)
   images = np.ascontiguousarray(images, dtype=np.uint8)
@@ -335,6 +339,63 @@ def _load_digits(split: str) -> tuple[np.ndarray, np.ndarray, int]:
   images = np.floor(digits.images * 255.0 / 16.0 + 0.5).astype(np.uint8)[..., None]
   rows = slice(0, DIGITS_NUM_TRAIN) if split == "train" else slice(DIGITS_NUM_TRAIN, None)
   return images[rows], digits.target[rows], 10
+
+
+# --------------------------------------------------------------------------- npz
+
+
+def save_npz(path: str, *, train_images: np.ndarray, train_labels: np.ndarray,
+             test_images: np.ndarray, test_labels: np.ndarray) -> None:
+  """Writes your own arrays as the "npz" dataset (`data.dataset="npz"`, `data.data_dir=path`).
+
+  Args:
+    path: the .npz file to write.
+    train_images, test_images: uint8 [N, H, W, C] or [N, H, W] (one channel).
+    train_labels, test_labels: integer classes 0..C-1, [N].
+
+  Raises:
+    ValueError: as `load` would on reading the file back.
+  """
+  arrays = dict(train_images=train_images, train_labels=train_labels, test_images=test_images,
+                test_labels=test_labels)
+  _check_npz(arrays, path)
+  np.savez(path, **arrays)
+
+
+def _check_npz(arrays, path: str) -> int:
+  """Validates the four arrays; returns the number of classes (largest label + 1)."""
+  for key in ("train_images", "train_labels", "test_images", "test_labels"):
+    if key not in arrays:
+      raise ValueError(f"{path}: no array {key!r}; an npz dataset holds train_images, "
+                       "train_labels, test_images and test_labels (sources.save_npz writes them).")
+  for split in ("train", "test"):
+    images, labels = np.asarray(arrays[f"{split}_images"]), np.asarray(arrays[f"{split}_labels"])
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+      raise ValueError(f"{path}: {split}_images must be uint8 [N,H,W] or [N,H,W,C], got "
+                       f"{images.dtype} {images.shape}; scale pixels to 0..255 and cast with "
+                       ".astype(np.uint8).")
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"{path}: {split}_labels must be {len(images)} integers, got "
+                       f"{labels.dtype} {labels.shape}.")
+    if labels.size and labels.min() < 0:
+      raise ValueError(f"{path}: {split}_labels must be classes >= 0, found {labels.min()}.")
+  shapes = {np.asarray(arrays[f"{s}_images"]).shape[1:] for s in ("train", "test")}
+  if len({shape + (1,) * (3 - len(shape)) for shape in shapes}) != 1:
+    raise ValueError(f"{path}: train and test images differ in shape: {sorted(shapes)}.")
+  return int(max(np.max(arrays["train_labels"], initial=0),
+                 np.max(arrays["test_labels"], initial=0))) + 1
+
+
+def _load_npz(split: str, path: str | None) -> tuple[np.ndarray, np.ndarray, int]:
+  if not path or not os.path.isfile(path):
+    raise DatasetNotFoundError(
+        f"npz dataset file {path!r} not found: set config.data.data_dir to the .npz file "
+        "written by fixmatch_jax.data.sources.save_npz.")
+  with np.load(path) as arrays:
+    arrays = dict(arrays)
+  num_classes = _check_npz(arrays, path)
+  images = arrays[f"{split}_images"]
+  return (images[..., None] if images.ndim == 3 else images), arrays[f"{split}_labels"], num_classes
 
 
 # --------------------------------------------------------------------------- synthetic

@@ -236,3 +236,38 @@ def test_stl10_fold_indices(tmp_path):
     sources.stl10_fold_indices(10, str(path))
   with pytest.raises(sources.DatasetNotFoundError, match="fold_indices.txt"):
     sources.stl10_fold_indices(0, None)
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def test_npz_round_trip_and_errors(tmp_path):
+  # Oracle: the arrays written are the arrays read (channel axis added to [N, H, W]).
+  rng = np.random.RandomState(0)
+  train_images = rng.randint(0, 256, (12, 5, 6), dtype=np.uint8)
+  test_images = rng.randint(0, 256, (4, 5, 6), dtype=np.uint8)
+  train_labels, test_labels = np.arange(12) % 3, np.array([2, 0, 1, 4])
+  path = str(tmp_path / "mine.npz")
+  sources.save_npz(path, train_images=train_images, train_labels=train_labels,
+                   test_images=test_images, test_labels=test_labels)
+  train, test = sources.load("npz", "train", data_dir=path), sources.load("npz", "test",
+                                                                           data_dir=path)
+  _assert_schema(train, (5, 6, 1), num_classes=5)  # largest label of either split + 1
+  _assert_schema(test, (5, 6, 1), num_classes=5)
+  np.testing.assert_array_equal(train.images[..., 0], train_images)
+  np.testing.assert_array_equal(test.labels, test_labels)
+
+  with pytest.raises(ValueError, match=r"astype\(np.uint8\)"):
+    sources.save_npz(path, train_images=train_images / 255.0, train_labels=train_labels,
+                     test_images=test_images, test_labels=test_labels)
+  with pytest.raises(ValueError, match="differ in shape"):
+    sources.save_npz(path, train_images=train_images, train_labels=train_labels,
+                     test_images=test_images[:, :4], test_labels=test_labels)
+  with pytest.raises(ValueError, match="12 integers"):
+    sources.save_npz(path, train_images=train_images, train_labels=train_labels[:5],
+                     test_images=test_images, test_labels=test_labels)
+  np.savez(str(tmp_path / "partial.npz"), train_images=train_images)
+  with pytest.raises(ValueError, match="no array 'train_labels'"):
+    sources.load("npz", "train", data_dir=str(tmp_path / "partial.npz"))
+  with pytest.raises(sources.DatasetNotFoundError, match="save_npz"):
+    sources.load("npz", "train", data_dir=str(tmp_path / "missing.npz"))
