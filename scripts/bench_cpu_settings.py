@@ -21,9 +21,12 @@ fixmatch_jax.main).
 from __future__ import annotations
 
 import argparse
+import collections
+import hashlib
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -50,7 +53,8 @@ SETTINGS: dict[str, dict] = {
     "onednn_custom_call": dict(
         flags=_devices(CORES) + " --xla_cpu_use_onednn=true"
         " --xla_cpu_experimental_onednn_custom_call=true", doc="oneDNN as custom calls"),
-    "xnnpack": dict(flags=_devices(CORES) + " --xla_cpu_use_xnnpack=true", doc="XNNPACK"),
+    "xnnpack": dict(flags=_devices(CORES) + " --xla_cpu_use_xnnpack=true",
+                    doc="XNNPACK for supported ops"),
     "no_xnnpack": dict(flags=_devices(CORES) + " --xla_cpu_use_xnnpack=false",
                        doc="XNNPACK off"),
     "xnn_graph": dict(
@@ -71,6 +75,12 @@ SETTINGS: dict[str, dict] = {
                                 doc="no intra-op Eigen thread pool (parallelism = devices)"),
     "vector512": dict(flags=_devices(CORES) + " --xla_cpu_prefer_vector_width=512",
                       doc="512-bit vectors in generated loops"),
+    "no_ynn_conv": dict(
+        flags=_devices(CORES) + " --xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+        doc="convolutions by Eigen instead of YNNPACK (XLA's default in jax 0.10)"),
+    "ynn_eltwise": dict(
+        flags=_devices(CORES) + " --xla_cpu_experimental_ynn_fusion_type=+eltwise,+reduce",
+        doc="YNNPACK also for elementwise and reduce fusions"),
     "bf16": dict(flags=_devices(CORES), dtype="bfloat16",
                  doc="model computation in bfloat16 (parameters f32)"),
     "jemalloc": dict(flags=_devices(CORES), env={"LD_PRELOAD": JEMALLOC},
@@ -85,13 +95,21 @@ def worker(batch: int, mu: int, image_size: int, dtype: str | None) -> None:
   sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
   import bench_step
 
-  step_fn, state, device_batch = bench_step.build_step(batch, mu, image_size, conv_bias=False,
-                                                       dtype=dtype)
+  jitted, state, device_batch = bench_step.build_step(batch, mu, image_size, conv_bias=False,
+                                                      dtype=dtype)
   start = time.perf_counter()
+  step_fn = jitted.lower(state, device_batch).compile()
   state, metrics = step_fn(state, device_batch)
   jax.block_until_ready((state, metrics))
+  # A setting whose optimised HLO equals the default's cannot change the step's speed: the
+  # hash tells a real difference from timing noise. Library fusions (YNNPACK, oneDNN,
+  # XNNPACK) show up in it as custom fusion kinds, counted here.
+  text = step_fn.as_text()
+  fusions = collections.Counter(re.findall(r'"kind":"(__\w+)"', text))
   print(json.dumps({"ready": True, "devices": len(jax.devices()),
-                    "first_step_s": time.perf_counter() - start}), flush=True)
+                    "first_step_s": time.perf_counter() - start,
+                    "hlo_sha1": hashlib.sha1(text.encode()).hexdigest()[:10],
+                    "library_fusions": dict(fusions)}), flush=True)
   for line in sys.stdin:
     times, cpu = [], []
     for _ in range(int(line)):
@@ -140,7 +158,8 @@ def main() -> None:
   parser.add_argument("--mu", type=int, default=7)
   parser.add_argument("--image-size", type=int, default=32)
   parser.add_argument("--settings", default="default,one_device,onednn,xnnpack,bf16")
-  parser.add_argument("--rounds", type=int, default=6)
+  parser.add_argument("--rounds", type=int, default=6,
+                      help="0: only compile each setting and compare the optimised HLO.")
   parser.add_argument("--steps-per-round", type=int, default=2)
   parser.add_argument("--peer", nargs="?", const=DEFAULT_PEER, default=None,
                       help="Also time the PyTorch peer (channels_last) in every round.")
@@ -168,6 +187,10 @@ def main() -> None:
     except RuntimeError as error:
       print(f"setting {name!r} failed to start: {error}", file=sys.stderr)
       workers.pop(name)
+      continue
+    if args.rounds == 0:  # HLO comparison only: free the worker's memory now.
+      workers[name].stdin.close()
+      workers[name].wait()
   if "default" not in workers:
     sys.exit("the default setting failed to start; nothing to compare against.")
   times: dict[str, list[float]] = {name: [] for name in workers}
@@ -204,14 +227,21 @@ def main() -> None:
         f"{started}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
         f"{args.rounds} rounds x {args.steps_per_round} steps, interleaved")
   print("| setting | median step (s) | x default (median of paired ratios) | "
-        "CPU s/step (all threads) | first step incl. compile (s) |")
-  print("|---|---:|---:|---:|---:|")
+        "CPU s/step (all threads) | first step incl. compile (s) | optimised HLO | "
+        "library fusions |")
+  print("|---|---:|---:|---:|---:|---|---|")
+  default_hash = info["default"]["hlo_sha1"]
   for name in times:
     first = info.get(name, {}).get("first_step_s")
     cpu_cell = f"{statistics.median(cpu[name]):.3f}" if cpu.get(name) else "-"
-    print(f"| {name} | {statistics.median(times[name]):.3f} | "
-          f"{statistics.median(ratios[name]):.3f} | {cpu_cell} | "
-          f"{'-' if first is None else f'{first:.1f}'} |")
+    digest = info.get(name, {}).get("hlo_sha1")
+    hlo = "-" if digest is None else "= default" if digest == default_hash else digest
+    fusions = ", ".join(f"{k} x{v}" for k, v in info.get(name, {}).get(
+        "library_fusions", {}).items()) or "-"
+    median = f"{statistics.median(times[name]):.3f}" if times[name] else "-"
+    ratio = f"{statistics.median(ratios[name]):.3f}" if ratios[name] else "-"
+    print(f"| {name} | {median} | {ratio} | {cpu_cell} | "
+          f"{'-' if first is None else f'{first:.1f}'} | {hlo} | {fusions} |")
   print(json.dumps({"batch": args.batch, "mu": args.mu, "date": started,
                     "load_before": load_before, "load_after": load_after,
                     "times": times, "ratios": ratios, "cpu": cpu}))
