@@ -56,10 +56,25 @@ def cpu_xla_flags(count: int) -> str:
           "--xla_cpu_collective_call_terminate_timeout_seconds=600")
 
 
+def jax_backends_initialized() -> bool:
+  """Whether XLA has read XLA_FLAGS already (it does so when the first backend starts).
+
+  Importing JAX does not start a backend, and loading a config may import JAX (configs
+  import the algorithm registry), so "jax" in sys.modules is not the test.
+  """
+  if "jax" not in sys.modules:
+    return False
+  try:
+    from jax._src import xla_bridge  # noqa: PLC0415 - private; guarded below.
+    return xla_bridge.backends_are_initialized()
+  except (ImportError, AttributeError):  # Another JAX version: assume the worst.
+    return True
+
+
 def set_cpu_devices(config) -> None:
   """Adds --xla_force_host_platform_device_count unless the user already chose one."""
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_force_host_platform_device_count" in xla_flags or "jax" in sys.modules:
+  if "xla_force_host_platform_device_count" in xla_flags or jax_backends_initialized():
     return
   count = cpu_device_count(config)
   os.environ["XLA_FLAGS"] = f"{xla_flags} {cpu_xla_flags(count)}".strip()
