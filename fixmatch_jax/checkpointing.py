@@ -15,10 +15,11 @@ checkpoint itself rather than trusting the workdir's config.json.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -49,7 +50,8 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, *, wait: bool = False,
-           config: Mapping[str, Any] | None = None) -> None:
+           config: Mapping[str, Any] | None = None,
+           pending_metrics: Sequence[Mapping[str, Any]] = ()) -> None:
     """Saves `state` at `step` (asynchronously unless `wait`); keeps the newest N.
 
     Args:
@@ -57,13 +59,25 @@ class Checkpointer:
       state: the pytree to save.
       wait: block until the checkpoint is complete on disk.
       config: the run's config as JSON-compatible dict, stored inside the checkpoint.
+      pending_metrics: host metrics of the steps since the last logged row, stored exactly
+        (dtype and values) so that a resumed run logs the same averages.
     """
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state),
-                       custom_metadata={"config": dict(config)} if config is not None else {})
+    custom = {"pending_metrics": [
+        {name: [str(np.asarray(v).dtype), np.asarray(v).tolist()] for name, v in row.items()}
+        for row in pending_metrics]}
+    if config is not None:
+      custom["config"] = dict(config)
+    self._manager.save(step, args=ocp.args.StandardSave(state), custom_metadata=custom)
     if wait:
       self._manager.wait_until_finished()
+
+  def pending_metrics(self, step: int) -> list[dict[str, np.ndarray]]:
+    """The per-step metrics saved with checkpoint `step` by `save` ([] if none)."""
+    custom = self._manager.metadata(step).custom_metadata or {}
+    return [{name: np.asarray(value, dtype=dtype) for name, (dtype, value) in row.items()}
+            for row in custom.get("pending_metrics", [])]
 
   def stored_config(self, step: int) -> dict[str, Any] | None:
     """The config saved with checkpoint `step` (None for a checkpoint saved without one)."""

@@ -241,7 +241,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
 
   logger = metrics.MetricLogger(workdir)
   num_steps = config.train.num_steps
-  pending: list[dict[str, jax.Array]] = []
+  # Metrics of the steps since the last logged row; a resumed run starts from the ones saved
+  # with its checkpoint, so that it logs exactly the rows of an uninterrupted run.
+  pending: list[dict[str, Any]] = (
+      checkpointer.pending_metrics(start_step) if restored is not None else [])
   last_log_time, last_log_step = time.perf_counter(), start_step
   step = last_checked_step = start_step
   with _Preemption() as preemption:
@@ -289,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
           raise _non_finite("parameters", last_checked_step + 1, step, checkpointer)
         last_checked_step = step
         checkpointer.save(step, state, wait=step == num_steps or preemption.requested,
-                          config=config_json)
+                          config=config_json, pending_metrics=jax.device_get(pending))
       if preemption.requested:
         logging.warning("Stopped at step %d after SIGTERM; re-run the command to resume.", step)
         break

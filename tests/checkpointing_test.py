@@ -102,3 +102,24 @@ def test_restore_failure_names_the_accepted_config_changes(tmp_path):
     checkpointing.Checkpointer(str(tmp_path), keep=3).restore(
         bigger, check_config=lambda stored, step: ["  model.width: saved 8, new has 16"])
   assert "(4, 2)" in str(error.value) and "model.width: saved 8" in str(error.value)
+
+
+def test_pending_metrics_round_trip_exactly(tmp_path):
+  """The per-step metrics since the last log row travel with the checkpoint, bit for bit
+  (dtype, NaN, vectors), so a resumed run logs the same averages."""
+  rows = [{"train/loss": np.float32(1 / 3), "train/per_class": np.array([0.5, np.nan], np.float32),
+           "count": np.int32(7)},
+          {"train/loss": np.float32(0.1), "train/per_class": np.array([1.0, 0.0], np.float32),
+           "count": np.int32(8)}]
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  ckpt.save(1, make_state(1), wait=True, pending_metrics=rows)
+  ckpt.save(2, make_state(2), wait=True)
+  ckpt.close()
+  ckpt = checkpointing.Checkpointer(str(tmp_path), keep=2)
+  assert ckpt.pending_metrics(2) == []
+  restored = ckpt.pending_metrics(1)
+  assert [sorted(r) for r in restored] == [sorted(r) for r in rows]
+  for got, want in zip(restored, rows, strict=True):
+    for name, value in want.items():
+      assert got[name].dtype == value.dtype, name
+      np.testing.assert_array_equal(got[name], value)
