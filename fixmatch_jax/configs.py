@@ -60,6 +60,11 @@ def base_config() -> ml_collections.ConfigDict:
       threshold=0.95, lambda_u=1.0, temperature=1.0, soft_labels=False))
 
   config.model = ml_collections.ConfigDict(dict(name="wrn28_2"))
+  # Start from the network (params, EMA params, BatchNorm statistics) of another run:
+  # its workdir, or None. Parameter paths matching the regex init_from_exclude (e.g.
+  # "classifier") keep their fresh initialisation. See fixmatch_jax/init_from.py.
+  config.init_from = ml_collections.FieldReference(None, field_type=str)
+  config.init_from_exclude = ml_collections.FieldReference(None, field_type=str)
 
   config.data = ml_collections.ConfigDict(dict(
       dataset="cifar10",

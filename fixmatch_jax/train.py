@@ -28,6 +28,7 @@ from fixmatch_jax import (
     checkpointing,
     configs,
     evaluation,
+    init_from,
     metrics,
     models,
     optim,
@@ -229,6 +230,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
     state, start_step = restored
     metrics.truncate_after(workdir, start_step)
     logging.info("Resumed from the checkpoint at step %d.", start_step)
+  elif config.get("init_from"):
+    state = init_from.apply(state, config.init_from, config.get("init_from_exclude"))
+    logging.info("Initialised the network from %s.", config.init_from)
 
   train_fn = steps.make_train_step(model, algorithm, tx, lr_fn, config, mesh)
   eval_fn = steps.make_eval_step(model, mesh)

@@ -105,4 +105,5 @@ def names() -> list[str]:
 from fixmatch_jax.algorithms import fixmatch, supervised  # noqa: E402,F401,I001
 from fixmatch_jax.algorithms import entmin, mean_teacher, pi_model  # noqa: E402,F401
 from fixmatch_jax.algorithms import pseudo_label, uda, vat  # noqa: E402,F401
+from fixmatch_jax.algorithms import rotation, student  # noqa: E402,F401
 from fixmatch_jax.algorithms import arazo, flexmatch, freematch  # noqa: E402,F401

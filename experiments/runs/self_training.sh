@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The runs behind docs/self_training.md: Fashion-MNIST, 40 labels, seeds 1-3, the cheap CPU
+# protocol of experiments/self_training.py (WRN-10-1, B=32, mu=3, 300 steps per stage).
+# Per seed: supervised teacher; FixMatch from scratch; rotation pre-training, then FixMatch
+# from it (init_from); 3 Noisy Student rounds over the teacher; label propagation on the
+# teacher's embeddings, then 3 epochs of deep label propagation. One run at a time, niced;
+# a stage whose summary exists is skipped, and a killed stage resumes where it stopped.
+# Usage: bash experiments/runs/self_training.sh [RUNS_DIR] [SEEDS]
+#        (default runs/self_training, "1 2 3")
+set -uo pipefail
+runs=${1:-runs/self_training}
+seeds=${2:-1 2 3}
+config=experiments/self_training.py
+
+train() {  # train <workdir> <config arg> [overrides...]
+  local workdir=$1 arg=$2
+  shift 2
+  [ -f "$workdir/summary.json" ] && return 0
+  mkdir -p "$workdir"
+  nice -n 5 python -m fixmatch_jax.main --config="$config:$arg" --workdir="$workdir" "$@" \
+    > "$workdir.log" 2>&1 || echo "FAILED: $workdir (see $workdir.log)"
+}
+
+for seed in $seeds; do
+  dir=$runs/seed$seed
+  train "$dir/teacher" "stage=teacher,seed=$seed"
+  train "$dir/fixmatch" "stage=fixmatch,seed=$seed"
+  train "$dir/rotation" "stage=rotation,seed=$seed"
+  train "$dir/fixmatch_from_rotation" "stage=fixmatch,seed=$seed" \
+    --config.init_from="$dir/rotation" --config.init_from_exclude=classifier
+  for driver in rounds deep_lp_driver; do
+    [ -f "$dir/$driver/results.json" ] && continue
+    mkdir -p "$dir/$driver"
+    nice -n 5 python scripts/self_training.py --config="$config:stage=$driver,seed=$seed" \
+      --teacher="$dir/teacher" --workdir="$dir/$driver" > "$dir/$driver.log" 2>&1 \
+      || echo "FAILED: $dir/$driver (see $dir/$driver.log)"
+  done
+done
+python scripts/self_training_report.py --runs="$runs"
