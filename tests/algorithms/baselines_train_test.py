@@ -1,8 +1,9 @@
 """Smoke test: baselines train end to end through the pipeline and the shared step.
 
-Two representatives keep it cheap (about 10 s of CPU each): Mean Teacher (the "weak2" view
-and the EMA teacher passed by the step) and VAT+EntMin (float perturbations of a real model,
-the any-method entropy wrapper). The losses themselves are pinned by the unit tests.
+One representative keeps it cheap (about 10 s of CPU): Mean Teacher, which needs the most
+plumbing (the "weak2" view and the EMA teacher passed by the step). The losses themselves are
+pinned by the unit tests; `vat+entmin` (float perturbations of a real model) also ran this
+test once (2026-11-25) before it was trimmed for time: add it to the list to re-check.
 """
 import math
 import os
@@ -31,7 +32,7 @@ def tiny_config(algorithm):
   return config
 
 
-@pytest.mark.parametrize("algorithm", ["mean_teacher", "vat+entmin"])
+@pytest.mark.parametrize("algorithm", ["mean_teacher"])
 def test_two_steps_of_training(algorithm, tmp_path):
   state = train.train_and_evaluate(tiny_config(algorithm), str(tmp_path))
   assert int(state.step) == 2
