@@ -22,9 +22,9 @@ Rules, so that a table never says more than its runs do:
   metrics.jsonl) and unfinished ones (last logged step < train.num_steps) are listed
   under the table and left out of the numbers.
 - The paper's number comes from the experiment file of the run's command: its
-  `PAPER_ERROR` dict, {labels: (mean, std)} or {(algorithm, labels): (mean, std)}, in
-  error %; a bare mean or a std of None means the paper gives no std. Rows without one
-  show "-".
+  `PAPER_ERROR` dict in error %, keyed by the label count or by a tuple such as
+  (algorithm, labels) or (dataset, labels) (see `paper_error`); a bare mean or a std of
+  None means the paper gives no std. Rows without one show "-".
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import dataclasses
 import datetime
 import importlib.util
 import json
-import math
 import os
 import shlex
 import statistics
@@ -185,23 +184,58 @@ def expected_runs(script: str, runs_dir: str | None = None) -> list[tuple[str, s
   return commands
 
 
-def paper_error(experiment: str | None, algorithm: str, labels: int) -> tuple[float, float] | None:
-  """(mean, std) error % from the experiment file's PAPER_ERROR, or None."""
+def _typed(value: str) -> Any:
+  try:
+    return int(value)
+  except ValueError:
+    return value
+
+
+def paper_error(experiment: str | None, algorithm: str, labels: int,
+                dataset: str | None = None) -> tuple[float, float | None] | None:
+  """(mean, std or None) error % declared by the run's experiment file, or None.
+
+  The file's `PAPER_ERROR` (or `PAPER_ERROR_MEDIAN_LAST20`) maps a key to an error %, or
+  to (error %, std or None). A key is the label count, or a tuple of values that must all
+  describe the run: its algorithm, dataset, label count or any value of the command's
+  argument string (e.g. ("uda", 250) for `method=uda,labels=250`, ("svhn", 40) for
+  `dataset=svhn,labels=40`). The most specific matching key wins.
+  """
   if not experiment:
     return None
-  path = experiment.split(":", 1)[0]
-  spec = importlib.util.spec_from_file_location(f"_experiment_{abs(hash(path))}", path)
-  if spec is None or not os.path.exists(path):
+  path, _, arg = experiment.partition(":")
+  if not os.path.exists(path):
     return None
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  table = getattr(module, "PAPER_ERROR", None) or {}
-  value = table.get((algorithm, labels), table.get(labels))
-  if value is None:
+  module = _load_experiment(path)
+  table = (getattr(module, "PAPER_ERROR", None) or
+           getattr(module, "PAPER_ERROR_MEDIAN_LAST20", None) or {})
+  described = {algorithm, labels, dataset}
+  described |= {_typed(item.split("=", 1)[1]) for item in arg.split(",") if "=" in item}
+  best = None
+  for key, value in table.items():
+    parts = key if isinstance(key, tuple) else (key,)
+    if all(part in described for part in parts) and (best is None or len(parts) > best[0]):
+      best = (len(parts), value)
+  if best is None:
     return None
-  if isinstance(value, int | float):  # A mean without a published std.
-    return float(value), math.nan
-  return float(value[0]), math.nan if value[1] is None else float(value[1])
+  value = best[1]
+  if isinstance(value, (tuple, list)):
+    std = value[1] if len(value) > 1 else None
+    return float(value[0]), None if std is None else float(std)
+  return float(value), None  # A mean without a published std.
+
+
+_EXPERIMENTS: dict[str, Any] = {}
+
+
+def _load_experiment(path: str) -> Any:
+  """Imports an experiment file once (by path)."""
+  if path not in _EXPERIMENTS:
+    spec = importlib.util.spec_from_file_location(f"_experiment_{len(_EXPERIMENTS)}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _EXPERIMENTS[path] = module
+  return _EXPERIMENTS[path]
 
 
 def check_same_config(runs: Sequence[Run]) -> None:
@@ -236,7 +270,7 @@ class TableRow:
   seeds: list[int]
   medians: list[float]            # accuracy per finished run (fraction)
   bests: list[float]
-  paper: tuple[float, float] | None
+  paper: tuple[float, float | None] | None
   expected: int
   summary_last_n: int
   num_steps: int
@@ -268,7 +302,7 @@ def build_table(runs: Sequence[Run], expected: Mapping[tuple[str, str, int], int
         dataset=key[0], algorithm=key[1], labels=key[2],
         seeds=sorted(int(r.config["seed"]) for r in done),
         medians=[r.median_last_n() for r in done], bests=[r.best_of_run() for r in done],
-        paper=paper_error(experiment, key[1], key[2]),
+        paper=paper_error(experiment, key[1], key[2], key[0]),
         expected=(expected or {}).get(key, len(group)),
         summary_last_n=int(first.get("train.summary_last_n", 0)),
         num_steps=int(first.get("train.num_steps", 0)),
@@ -286,11 +320,11 @@ def _cell(values: Sequence[float], metric: str) -> str:
   return f"{mean:.2f}" if std is None else f"{mean:.2f} +/- {std:.2f}"
 
 
-def _paper_cell(paper: tuple[float, float] | None, metric: str) -> str:
+def _paper_cell(paper: tuple[float, float | None] | None, metric: str) -> str:
   if paper is None:
     return "-"
   mean = paper[0] if metric == "error" else 100 - paper[0]
-  return f"{mean:.2f}" if math.isnan(paper[1]) else f"{mean:.2f} +/- {paper[1]:.2f}"
+  return f"{mean:.2f}" if paper[1] is None else f"{mean:.2f} +/- {paper[1]:.2f}"
 
 
 def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
@@ -390,10 +424,7 @@ def _row_key_from_experiment(config_arg: str) -> tuple[str, str, int] | None:
   path, _, arg = config_arg.partition(":")
   if not os.path.exists(path):
     return None
-  spec = importlib.util.spec_from_file_location(f"_experiment_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg or None)
+  config = _load_experiment(path).get_config(arg or None)
   return config.data.dataset, config.algorithm, int(config.data.num_labels)
 
 

@@ -164,3 +164,16 @@ def test_by_algorithm_view_puts_methods_side_by_side(tmp_path):
   # fixmatch: median 80; supervised: medians 60 and 70 -> 65 +/- 7.07.
   assert ("| cifar10 | 40 | 80.00 (1/1 runs) | 65.00 +/- 7.07 (2/2 runs) |"
           in report.splitlines())
+
+
+def test_paper_error_keys_match_the_run_most_specific_first(tmp_path):
+  path = tmp_path / "exp.py"
+  path.write_text("PAPER_ERROR = {40: (9.0, 1.0), ('uda', 40): 29.05, ('svhn', 40): (7.65, None),"
+                  " ('svhn', 'uda', 40): (1.0, 0.5)}\n")
+  exp = f"{path}:method=uda,labels=40,seed=1"
+  assert summarize.paper_error(exp, "uda", 40, "cifar10") == (29.05, None)
+  assert summarize.paper_error(f"{path}:labels=40", "fixmatch", 40, "cifar10") == (9.0, 1.0)
+  assert summarize.paper_error(f"{path}:dataset=svhn,labels=40", "fixmatch", 40,
+                               "svhn_cropped") == (7.65, None)
+  assert summarize.paper_error(f"{path}:dataset=svhn,labels=40", "uda", 40, "x") == (1.0, 0.5)
+  assert summarize.paper_error(f"{path}:labels=250", "uda", 250, "cifar10") is None
