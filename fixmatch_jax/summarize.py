@@ -283,9 +283,14 @@ def _join_sorted(values: Iterable[str]) -> str:
   return ", ".join(sorted(set(values)))
 
 
-def build_table(runs: Sequence[Run], expected: Mapping[tuple[str, str, int], int] | None = None
+def build_table(runs: Sequence[Run], expected: Mapping[tuple[str, str, int], int] | None = None,
+                templates: Mapping[tuple[str, str, int], tuple[str, dict[str, Any]]] | None = None
                 ) -> list[TableRow]:
-  """Groups finished runs by (dataset, algorithm, labels); checks each group's configs."""
+  """Groups finished runs by (dataset, algorithm, labels); checks each group's configs.
+
+  `templates` gives, for rows whose runs are all missing, the command's experiment
+  argument and config, so that such rows still show the paper's number, N and steps.
+  """
   groups: dict[tuple[str, str, int], list[Run]] = {}
   for run in runs:
     groups.setdefault(run.row_key, []).append(run)
@@ -295,9 +300,10 @@ def build_table(runs: Sequence[Run], expected: Mapping[tuple[str, str, int], int
     if group:
       check_same_config(group)
     done = [r for r in group if r.finished and r.ema_accuracies()]
-    experiment = next((r.experiment for r in group if r.experiment), None)
+    template = (templates or {}).get(key, (None, {}))
+    experiment = next((r.experiment for r in group if r.experiment), template[0])
     walls = [r.info["wall_seconds"] for r in done if r.info.get("wall_seconds")]
-    first = group[0].config if group else {}
+    first = group[0].config if group else template[1]
     table.append(TableRow(
         dataset=key[0], algorithm=key[1], labels=key[2],
         seeds=sorted(int(r.config["seed"]) for r in done),
@@ -392,6 +398,7 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
     raise ValueError(f"metric={metric!r}: use 'error' or 'accuracy'.")
   runs, missing = [], []
   expected: dict[tuple[str, str, int], int] = {}
+  templates: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {}
   if script:
     for config, workdir in expected_runs(script, runs_root):
       if os.path.exists(os.path.join(workdir, CONFIG_FILE)):
@@ -400,10 +407,12 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
         expected[run.row_key] = expected.get(run.row_key, 0) + 1
       else:
         missing.append((config, workdir))
-    for config, _ in missing:  # Place missing runs in their row via their config.
-      key = _row_key_from_experiment(config)
-      if key is not None:
+    for config_arg, _ in missing:  # Place missing runs in their row via their config.
+      template = _config_from_experiment(config_arg)
+      if template is not None:
+        key = (template["data.dataset"], template["algorithm"], int(template["data.num_labels"]))
         expected[key] = expected.get(key, 0) + 1
+        templates.setdefault(key, (config_arg, template))
   else:
     for root in runs_dirs:
       if not os.path.isdir(root):
@@ -411,7 +420,7 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
       runs.extend(load_run(w) for w in find_workdirs(root))
     if not runs:
       raise ValueError(f"No workdir (a directory with {CONFIG_FILE}) under {list(runs_dirs)}.")
-  table = build_table(runs, expected if script else None)
+  table = build_table(runs, expected if script else None, templates)
   report = format_table(table, metric)
   if by_algorithm:
     report = format_by_algorithm(table, metric) + "\n\nFull table:\n\n" + report
@@ -419,13 +428,13 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
   return report + ("\n\n" + problems if problems else "") + "\n"
 
 
-def _row_key_from_experiment(config_arg: str) -> tuple[str, str, int] | None:
-  """(dataset, algorithm, labels) of a not-yet-run command, from its experiment file."""
+def _config_from_experiment(config_arg: str) -> dict[str, Any] | None:
+  """The flattened config of a not-yet-run command, from its experiment file."""
   path, _, arg = config_arg.partition(":")
   if not os.path.exists(path):
     return None
   config = _load_experiment(path).get_config(arg or None)
-  return config.data.dataset, config.algorithm, int(config.data.num_labels)
+  return flatten(json.loads(config.to_json_best_effort()))
 
 
 def write_between_marks(path: str, name: str, text: str) -> None:
