@@ -55,6 +55,33 @@ def _config(algorithm: str, labels: int, steps: int):
   return config
 
 
+def _finished_variables(workdir: str, num_steps: int) -> dict | None:
+  """EMA params and BatchNorm statistics of a run that reached `num_steps`, else None.
+
+  Read from the newest checkpoint by its own metadata (not through a TrainState template), so a
+  finished run still plots after the TrainState gains or loses a field.
+  """
+  import jax  # noqa: PLC0415
+  import orbax.checkpoint as ocp  # noqa: PLC0415
+
+  from fixmatch_jax import checkpointing  # noqa: PLC0415
+
+  directory = os.path.join(os.path.abspath(workdir), checkpointing.CHECKPOINT_DIR)
+  steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+      directory) else []
+  if not steps or steps[-1] < num_steps:
+    return None
+  path = os.path.join(directory, str(steps[-1]), "default")
+  checkpointer = ocp.StandardCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+  restored = checkpointer.restore(path, abstract)
+  checkpointer.close()
+  return {"ema_params": restored["ema_params"], "batch_stats": restored["batch_stats"],
+          "step": int(restored["step"])}
+
+
 def _train_and_embed(config, workdir: str, stop_after_minutes: float) -> dict:
   """Trains (or resumes) one run; returns EMA logits/embeddings of the test set and timings."""
   import jax  # noqa: PLC0415 - after the XLA device count is set
@@ -62,18 +89,22 @@ def _train_and_embed(config, workdir: str, stop_after_minutes: float) -> dict:
   from fixmatch_jax import evaluation, models, train  # noqa: PLC0415
 
   start = time.perf_counter()
-  # The train loop turns SIGTERM into "checkpoint and return" (as on a preempted machine).
-  timer = threading.Timer(60 * stop_after_minutes, os.kill, (os.getpid(), signal.SIGTERM))
-  if stop_after_minutes > 0:
-    timer.start()
-  try:
-    state = train.train_and_evaluate(config, workdir)
-  finally:
-    timer.cancel()
+  variables = _finished_variables(workdir, config.train.num_steps)
+  if variables is None:
+    # The train loop turns SIGTERM into "checkpoint and return" (as on a preempted machine).
+    timer = threading.Timer(60 * stop_after_minutes, os.kill, (os.getpid(), signal.SIGTERM))
+    if stop_after_minutes > 0:
+      timer.start()
+    try:
+      state = train.train_and_evaluate(config, workdir)
+    finally:
+      timer.cancel()
+    variables = {"ema_params": state.ema_params, "batch_stats": state.batch_stats,
+                 "step": int(jax.device_get(state.step))}
   train_seconds = time.perf_counter() - start
   _, test = train.load_sources(config.data)
   model = models.create(config.model, test.num_classes)
-  ema_params, batch_stats = jax.device_get((state.ema_params, state.batch_stats))
+  ema_params, batch_stats = jax.device_get((variables["ema_params"], variables["batch_stats"]))
   start = time.perf_counter()
   logits, embeddings = evaluation.embed(model, ema_params, batch_stats, test.images)
   summary_path = os.path.join(workdir, train.SUMMARY_FILE)
@@ -83,7 +114,7 @@ def _train_and_embed(config, workdir: str, stop_after_minutes: float) -> dict:
       summary = json.load(f)
   return {"logits": logits, "embeddings": embeddings, "labels": np.asarray(test.labels),
           "train_seconds": train_seconds, "embed_seconds": time.perf_counter() - start,
-          "summary": summary, "steps_trained": int(jax.device_get(state.step))}
+          "summary": summary, "steps_trained": variables["step"]}
 
 
 def main() -> None:
