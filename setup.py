@@ -27,6 +27,8 @@ setuptools.setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "ruff"],
+        # jupytext/nbclient/nbformat/ipykernel: tests/colabs_test.py runs the notebooks.
+        "test": ["pytest", "pytest-xdist", "ruff", "jupytext", "nbclient", "nbformat",
+                 "ipykernel"],
     },
 )
