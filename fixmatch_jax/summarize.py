@@ -384,7 +384,7 @@ def format_problems(runs: Sequence[Run], missing: Sequence[tuple[str, str]]) -> 
 
 def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
               runs_root: str | None = None, metric: str = "error",
-              by_algorithm: bool = False) -> str:
+              view: str = "full") -> str:
   """The whole report: table, then missing/unfinished runs.
 
   Args:
@@ -392,8 +392,11 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
     script: an experiments/runs/*.sh file; only its workdirs are read.
     runs_root: passed to the script as $1 (its runs directory), if given.
     metric: "error" (the papers' convention) or "accuracy".
-    by_algorithm: add the compact algorithms-as-columns view above the full table.
+    view: "full" (the paper-style table), "by_algorithm" (one column per algorithm, for
+      comparing methods) or "both".
   """
+  if view not in ("full", "by_algorithm", "both"):
+    raise ValueError(f"view={view!r}: use 'full', 'by_algorithm' or 'both'.")
   if metric not in ("error", "accuracy"):
     raise ValueError(f"metric={metric!r}: use 'error' or 'accuracy'.")
   runs, missing = [], []
@@ -421,9 +424,10 @@ def summarize(runs_dirs: Sequence[str] = (), script: str | None = None,
     if not runs:
       raise ValueError(f"No workdir (a directory with {CONFIG_FILE}) under {list(runs_dirs)}.")
   table = build_table(runs, expected if script else None, templates)
-  report = format_table(table, metric)
-  if by_algorithm:
-    report = format_by_algorithm(table, metric) + "\n\nFull table:\n\n" + report
+  report = {"full": format_table(table, metric),
+            "by_algorithm": format_by_algorithm(table, metric),
+            "both": format_by_algorithm(table, metric) + "\n\n" + format_table(table, metric)
+            }[view]
   problems = format_problems(runs, missing)
   return report + ("\n\n" + problems if problems else "") + "\n"
 
@@ -458,12 +462,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                            "runs directory handed to --script as $1.")
   parser.add_argument("--script", help="experiments/runs/*.sh: the table's expected runs.")
   parser.add_argument("--metric", choices=("error", "accuracy"), default="error")
-  parser.add_argument("--by-algorithm", action="store_true",
-                      help="Also print a compact table with one column per algorithm.")
+  parser.add_argument("--view", choices=("full", "by_algorithm", "both"), default="full",
+                      help="full: the paper-style table; by_algorithm: one column per "
+                           "algorithm (compact, for comparing methods); both.")
   parser.add_argument("--write", nargs="*", default=[],
                       help="Markdown files whose `<!-- summarize:begin NAME -->` ... "
                            "`<!-- summarize:end NAME -->` block gets the table "
                            "(NAME = the script's or runs directory's base name).")
+  parser.add_argument("--name", help="The marks' NAME for --write (default: the script's "
+                      "or runs directory's base name).")
   args = parser.parse_args(argv)
   if not args.script and not args.runs:
     parser.error("give --script=experiments/runs/<table>.sh or --runs=<dir> ...")
@@ -472,15 +479,18 @@ def main(argv: Sequence[str] | None = None) -> None:
   runs_root = args.runs[0] if args.script and args.runs else None
   try:
     report = summarize(args.runs, script=args.script, runs_root=runs_root, metric=args.metric,
-                       by_algorithm=args.by_algorithm)
+                       view=args.view)
   except (MixedConfigsError, FileNotFoundError, ValueError, RuntimeError) as error:
     sys.exit(f"summarize: {error}")
-  command = "python -m fixmatch_jax.summarize " + shlex.join(
-      sys.argv[1:] if argv is None else list(argv))
+  command = ["python", "-m", "fixmatch_jax.summarize"]
+  command += [f"--script={args.script}"] if args.script else []
+  command += [f"--runs={r}" for r in args.runs] + [f"--metric={args.metric}"]
+  command += [f"--view={args.view}"] if args.view != "full" else []
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-  block = f"{report}\nGenerated {stamp} by `{command.split(' --write')[0]}`.\n"
+  block = f"{report}\nGenerated {stamp} by `{shlex.join(command)}`.\n"
   print(block)
-  name = os.path.splitext(os.path.basename(args.script or args.runs[0].rstrip("/")))[0]
+  name = args.name or os.path.splitext(
+      os.path.basename(args.script or args.runs[0].rstrip("/")))[0]
   for path in args.write:
     write_between_marks(path, name, block)
     print(f"wrote the {name!r} table into {path}")

@@ -160,7 +160,7 @@ def test_by_algorithm_view_puts_methods_side_by_side(tmp_path):
   make_run(str(tmp_path / "fm"), [0.9, 0.8, 0.7], algorithm="fixmatch")
   make_run(str(tmp_path / "sup1"), [0.5, 0.6, 0.7], algorithm="supervised", seed=1)
   make_run(str(tmp_path / "sup2"), [0.7, 0.7, 0.7], algorithm="supervised", seed=2)
-  report = summarize.summarize([str(tmp_path)], metric="accuracy", by_algorithm=True)
+  report = summarize.summarize([str(tmp_path)], metric="accuracy", view="by_algorithm")
   # fixmatch: median 80; supervised: medians 60 and 70 -> 65 +/- 7.07.
   assert ("| cifar10 | 40 | 80.00 (1/1 runs) | 65.00 +/- 7.07 (2/2 runs) |"
           in report.splitlines())
