@@ -17,7 +17,7 @@ Then the EMA model of each run embeds the whole test set (penultimate features,
 `evaluation.embed`), and t-SNE (van der Maaten & Hinton 2008, JMLR 9; scikit-learn's Barnes-Hut
 version) maps a random subsample of the test points to 2-D, coloured by their true class.
 Titles give the EMA model's accuracy on all 10k test images at the last step. Results, run
-times and the machine: docs/fashion_mnist.md, section "t-SNE".
+times and the machine: docs/tsne_pseudo_labels.md.
 """
 
 from __future__ import annotations
