@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Regenerates every CPU results table in docs/ and the README from the runs' workdirs
+# (whatever runs exist; missing and unfinished ones are listed under each table).
+# Usage: bash scripts/cpu_tables.sh   (from the repository root; runs in runs/<table>/)
+set -euo pipefail
+for table in fashion_mnist digits; do
+  python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \
+    --view=both --write "docs/${table}.md"
+  python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \
+    --view=by_algorithm --write README.md
+done
