@@ -15,6 +15,13 @@ Runs, in one process and on the same 256 random 32x32x3 images as the PIL peer:
   mu = 7: per step 64 weak labelled + 448 weak + 448 strong unlabelled images, the gathers,
   the index shuffles and the NumPy conversion included. Its rate counts the 448 unlabelled
   strong images per step only, so it is comparable with the modes above (which make one view).
+- cta_batch_first: CTAugment's strong view (2 ops from the rates' bins + Cutout, `ctaugment`)
+  laid out as batch_first; cta_batch_first_weak_strong: plus the weak flip/crop under it.
+- cta_pipeline: `pipeline.train_stream` as "pipeline" with CTAugment: the strong views read
+  the rates from a `RateBoard` once per batch, and the labelled stream adds the probe views
+  (64 per step, not counted). Each consumed batch publishes a version, as the train loop does.
+
+Compare cta_* with the RandAugment modes of the same run (same process, same load).
 
 and the PIL peer (`pil_randaugment.py`, one process, as the PyTorch ports run it per data-loader
 worker) as a subprocess, before, between and after ours.
@@ -27,6 +34,7 @@ best vs best, and the JSON has the medians too.
   python scripts/bench_augment.py --modes batch_first --seconds 5 --no-peer
 """
 import argparse
+import atexit
 import json
 import os
 import platform
@@ -40,12 +48,20 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from fixmatch_jax import configs  # noqa: E402
-from fixmatch_jax.data import augment, pipeline, randaugment, sources, splits  # noqa: E402
+from fixmatch_jax.data import (  # noqa: E402
+    augment,
+    ctaugment,
+    ctaugment_rates,
+    pipeline,
+    randaugment,
+    sources,
+    splits,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "pil_randaugment.py")
 MODES = ("batch_first", "batch_first_weak_strong", "per_example_params", "per_image",
-         "pipeline")
+         "pipeline", "cta_batch_first", "cta_batch_first_weak_strong", "cta_pipeline")
 
 
 def make_dataset(mode: str, pool: tf.Tensor, batch_size: int) -> tf.data.Dataset:
@@ -67,6 +83,20 @@ def make_dataset(mode: str, pool: tf.Tensor, batch_size: int) -> tf.data.Dataset
   def example(index):
     return tf.gather(pool, index % num), batch_seed(index)
 
+  def cta_batch(step, weak):
+    images = tf.gather(pool, (step * batch_size + tf.range(batch_size, dtype=tf.int64)) % num)
+    if weak:
+      images = augment.weak_augment_batch(images, batch_seed(step), flip=True, pad=4)
+    policy = ctaugment.sample_policy(batch_seed(step), shape, cta_rates, batch_size=batch_size)
+    return ctaugment.apply(images, policy)
+
+  if mode.startswith("cta_batch_first"):
+    # Learned-looking rates (random in [0, 1]), so the threshold leaves a few bins per op.
+    cta_rates = tf.constant(np.random.default_rng(0).random(
+        ctaugment_rates.NUM_RATES).astype(np.float32))
+    weak = mode.endswith("weak_strong")
+    return tf.data.Dataset.counter().map(lambda step: cta_batch(step, weak),
+                                         num_parallel_calls=autotune)
   if mode.startswith("batch_first"):
     weak = mode.endswith("weak_strong")
     return tf.data.Dataset.counter().map(lambda step: whole_batch(step, weak),
@@ -82,16 +112,37 @@ def make_dataset(mode: str, pool: tf.Tensor, batch_size: int) -> tf.data.Dataset
   raise ValueError(f"unknown mode {mode!r}")
 
 
-def train_stream(batch_size: int = 64, mu: int = 7, size: int = 32):
-  """The real training stream (views weak + strong) over synthetic data, as NumPy batches."""
-  config_data = configs.base_config().data
+def train_stream(batch_size: int = 64, mu: int = 7, size: int = 32, cta: bool = False):
+  """The real training stream (views weak + strong) over synthetic data, as NumPy batches.
+
+  cta: CTAugment; a new version of the rates is published after each batch is consumed, as
+  the train loop does (with a train step that takes no time).
+  """
+  config = configs.base_config()
+  if cta:
+    configs.use_ctaugment(config)
+  config_data = config.data
   config_data.dataset, config_data.num_labels = "synthetic", 250
   config_data.batch_size, config_data.mu = batch_size, mu
   source = sources.load("synthetic", "train", num_examples=4096, image_size=size, channels=3,
                         num_classes=10)
   split = splits.make_split(config_data, source, seed=1)
-  return pipeline.train_stream(config_data, source, split, views=("weak", "strong"), seed=1,
-                               process_index=0, process_count=1)
+  board = ctaugment_rates.RateBoard(config_data.strong.lag) if cta else None
+  if board is not None:
+    atexit.register(board.close)  # Release prefetching map calls still waiting at exit.
+  stream = pipeline.train_stream(config_data, source, split, views=("weak", "strong"), seed=1,
+                                 process_index=0, process_count=1, rate_board=board)
+  if not cta:
+    return stream
+
+  def with_feedback():
+    # Plays the train loop: after consuming the batch of step t, publish version t + 1.
+    rng = np.random.default_rng(0)
+    for step, batch in enumerate(stream):
+      board.publish(step + 1, rng.random(ctaugment_rates.NUM_RATES).astype(np.float32))
+      yield batch
+
+  return with_feedback()
 
 
 def measure(dataset, seconds: float, windows: int) -> dict:
@@ -150,8 +201,10 @@ def main() -> None:
   for i, mode in enumerate(modes):
     if not args.no_peer and i in (0, len(modes) // 2):
       peer_runs.append(run_peer(args.peer, args.peer_images, args.size))
-    dataset = train_stream(size=args.size) if mode == "pipeline" else make_dataset(
-        mode, pool, args.batch_size)
+    if mode in ("pipeline", "cta_pipeline"):
+      dataset = train_stream(size=args.size, cta=mode == "cta_pipeline")
+    else:
+      dataset = make_dataset(mode, pool, args.batch_size)
     results[mode] = measure(dataset, args.seconds, args.windows)
   if not args.no_peer:
     peer_runs.append(run_peer(args.peer, args.peer_images, args.size))
