@@ -4,7 +4,13 @@ r"""Command line: the only module with flags.
       --config=experiments/fixmatch_cifar10.py:labels=40,seed=1 --workdir=runs/c10_40_s1
 
 `--config.x=y` overrides any field (the config is locked: a misspelt key fails).
-Re-running the same command resumes from the workdir's newest checkpoint.
+Re-running the same command resumes from the workdir's newest checkpoint; SIGTERM saves
+one and exits (docs/reliability.md).
+
+Multi-host: the same command on every host, plus `--distributed` (the cluster is read
+from the environment) or, e.g. for two processes on one machine,
+`--distributed --coordinator_address=127.0.0.1:1234 --num_processes=2 --process_id=0`
+(and `--process_id=1`); the workdir must be shared by the processes.
 
 On a CPU host, JAX is given one XLA device per core (data parallelism over the
 cores roughly halves step time on a 2-core machine); the count must be set

@@ -183,6 +183,13 @@ def trend(samples: list[dict], key: str) -> dict:
           "last": values[-1], "max": max(values), "slope_per_min_second_half": slope * 60}
 
 
+def save_partial(out, report, straight_samples, killed_samples, lives):
+  """What is known so far, in case the soak is stopped before it finishes."""
+  with open(os.path.join(out, "soak_partial.json"), "w") as f:
+    json.dump({**report, "lives": lives,
+               "samples": {"straight": straight_samples, "killed": killed_samples}}, f)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--minutes", type=float, default=25.0, help="total time budget")
@@ -243,6 +250,7 @@ def main():
                         "ckpt_mb": trend(straight_samples, "ckpt_mb")}
 
   lives, killed_samples, launch = [], [], 0
+  save_partial(args.out, report, straight_samples, killed_samples, lives)
   while True:
     launch += 1
     kill_after = rng.uniform(args.kill_min_s, args.kill_max_s)
@@ -259,6 +267,7 @@ def main():
                   "max_rss_mb": max((s["rss_mb"] for s in samples), default=None),
                   "max_fds": max((s["fds"] for s in samples), default=None)})
     print(json.dumps(lives[-1]), flush=True)
+    save_partial(args.out, report, straight_samples, killed_samples, lives)
     if rc == 0 and last_step(killed) >= steps:
       break
     if rc not in (0, -signal.SIGKILL, -signal.SIGTERM):
