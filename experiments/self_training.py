@@ -11,7 +11,8 @@ Arguments: stage, labels (40), seed (1..3 = label folds), steps (300); for the d
 (stage=rounds: fixmatch_jax/self_training.py, stage=deep_lp_driver:
 fixmatch_jax/deep_label_propagation.py, run by scripts/self_training.py): rounds (3),
 selection (topk | threshold), per_class (3000 = half of each class), threshold (0.9),
-soft (false), epochs (3: deep label propagation splits its `steps` into 3 epochs of 100).
+soft (false), epochs (2: deep label propagation splits its `steps` into 2 epochs of 150),
+lp_nodes (20000 training images in the propagation graph; 0 = all 60k).
 Stages (each a `train_and_evaluate` run; the drivers in fixmatch_jax/self_training.py and
 fixmatch_jax/label_propagation.py fill in `algo.targets_file` and `init_from`):
   teacher     supervised on the labels only (round 0 of self-training)
@@ -43,7 +44,7 @@ DRIVERS = ("rounds", "deep_lp_driver")
 def get_config(arg=None):
   args = configs.parse_arg(arg, stage="teacher", labels=40, seed=1, steps=300, rounds=3,
                            selection="topk", threshold=0.9, per_class=3000, soft=False,
-                           epochs=3)
+                           epochs=2, lp_nodes=20000)
   if args.stage == "rounds":
     return _rounds_config(args)
   if args.stage == "deep_lp_driver":
@@ -90,5 +91,8 @@ def _deep_lp_config(args):
       teacher=_stage(args, "teacher", steps=args.steps),
       student=_stage(args, "deep_lp", steps=args.steps // args.epochs),
       epochs=args.epochs,
-      lp=dict(k=50, gamma=3.0, alpha=0.99, num_iterations=20, block_size=1024),
+      # The graph: the 40 labelled + 19,960 random other training images (not all 60k: the
+      # exact kNN over 60k takes ~7 min on the loaded 2-core machine, docs/self_training.md).
+      lp=dict(k=50, gamma=3.0, alpha=0.99, num_iterations=20, block_size=1024,
+              max_nodes=args.lp_nodes),
       predict_batch_size=1000))

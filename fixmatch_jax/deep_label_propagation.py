@@ -16,6 +16,10 @@ embeddings: the graph spans the training and the test images (labels on the labe
 training images only), so both the unlabelled training and the test accuracy of the
 propagated labels are measured.
 
+`config.lp.max_nodes` (0 = all) limits the graph to the labelled examples plus a fixed random
+subset of the other training images (drawn once with the run's seed), for machines where
+the N^2 D work of the exact kNN search is too slow; images outside the graph get weight 0.
+
 Workdir layout: `teacher_lp.json`; `epoch<e>/` (run directory with pseudo_labels.npz and
 pseudo_labels.json); `results.json`. Re-running resumes like `self_training.run_rounds`.
 """
@@ -47,29 +51,43 @@ def _propagate(embeddings: np.ndarray, labelled: np.ndarray, labels: np.ndarray,
   return result, time.perf_counter() - started
 
 
+def graph_nodes(num_train: int, labelled: np.ndarray, max_nodes: int, seed: int) -> np.ndarray:
+  """Sorted training indices in the graph: all, or the labelled + a seeded random subset."""
+  if not max_nodes or max_nodes >= num_train:
+    return np.arange(num_train)
+  others = np.setdiff1d(np.arange(num_train), labelled)
+  chosen = np.random.RandomState(seed).choice(others, max_nodes - len(labelled), replace=False)
+  return np.sort(np.concatenate([labelled, chosen]))
+
+
 def propagate_on_teacher(config: ml_collections.ConfigDict, teacher_workdir: str,
-                         labelled: np.ndarray) -> dict[str, Any]:
-  """Label propagation on the teacher's embeddings of train + test images."""
+                         labelled: np.ndarray, nodes: np.ndarray
+                         ) -> tuple[dict[str, Any], np.ndarray]:
+  """Label propagation on the teacher's embeddings of train + test images.
+
+  Returns:
+    (statistics, the teacher's embeddings of the training images, reused by epoch 1).
+  """
   train_source, test_source = train.load_sources(config.teacher.data)
   num_classes = train_source.num_classes
   started = time.perf_counter()
-  images = np.concatenate([train_source.images, test_source.images])
+  images = np.concatenate([train_source.images[nodes], test_source.images])
   _, embeddings = self_training.predict(config.teacher, teacher_workdir, images, num_classes,
                                         config.predict_batch_size)
   embed_seconds = time.perf_counter() - started
-  result, lp_seconds = _propagate(embeddings, labelled, train_source.labels[labelled],
-                                  num_classes, config.lp)
-  num_train = len(train_source.labels)
-  unlabelled = np.setdiff1d(np.arange(num_train), labelled)
+  result, lp_seconds = _propagate(embeddings, np.searchsorted(nodes, labelled),
+                                  train_source.labels[labelled], num_classes, config.lp)
+  num_train = len(nodes)
+  unlabelled = np.flatnonzero(~np.isin(nodes, labelled))
   predicted = result.pseudo_labels
   return {
       "num_nodes": int(len(images)),
       "test_acc": float(np.mean(predicted[num_train:] == test_source.labels)),
       "pseudo_label_acc": float(np.mean(predicted[unlabelled] ==
-                                        train_source.labels[unlabelled])),
+                                        train_source.labels[nodes[unlabelled]])),
       "embed_seconds": round(embed_seconds, 1),
       "propagate_seconds": round(lp_seconds, 1),
-  }
+  }, embeddings[:num_train]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
@@ -78,7 +96,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
   Args:
     config: {teacher: run config, student: run config of one epoch (algorithm "student"),
-      epochs: int, lp: {k, gamma, alpha, num_iterations, block_size},
+      epochs: int, lp: {k, gamma, alpha, num_iterations, block_size, max_nodes (0: all)},
       predict_batch_size: int}.
     workdir: the driver's directory.
     teacher_workdir: stage 1's run directory (default `<workdir>/teacher`).
@@ -93,14 +111,19 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   summary, _ = self_training.train_stage(config.teacher, teacher_workdir)
   labelled = splits.load(os.path.join(teacher_workdir, splits.SPLIT_FILE)).labelled
   labels = train_source.labels[labelled]
-  unlabelled = np.setdiff1d(np.arange(len(train_source.labels)), labelled)
+  nodes = graph_nodes(len(train_source.labels), labelled, config.lp.get("max_nodes", 0),
+                      config.teacher.seed)
+  labelled_nodes = np.searchsorted(nodes, labelled)  # Positions of the labelled in `nodes`.
+  unlabelled = np.flatnonzero(~np.isin(nodes, labelled))
+  node_labels = train_source.labels[nodes]
   results: dict[str, Any] = {"teacher": {"workdir": teacher_workdir,
                                          "test_acc": summary["acc_ema_final"],
                                          "train_wall_seconds": summary["wall_seconds"]}}
   teacher_lp_path = os.path.join(workdir, "teacher_lp.json")
+  teacher_embeddings = None
   if not os.path.exists(teacher_lp_path):
-    self_training.save_json(teacher_lp_path, propagate_on_teacher(
-        config, teacher_workdir, labelled))
+    stats, teacher_embeddings = propagate_on_teacher(config, teacher_workdir, labelled, nodes)
+    self_training.save_json(teacher_lp_path, stats)
   with open(teacher_lp_path) as f:
     results["teacher_lp"] = json.load(f)
   logging.info("Label propagation on the teacher's embeddings: %s", results["teacher_lp"])
@@ -112,27 +135,37 @@ def run(config: ml_collections.ConfigDict, workdir: str,
     targets_path = os.path.join(epoch_dir, self_training.TARGETS_FILE)
     if not os.path.exists(targets_path):
       started = time.perf_counter()
-      _, embeddings = self_training.predict(previous[0], previous[1], train_source.images,
-                                            num_classes, config.predict_batch_size)
+      if epoch == 1 and teacher_embeddings is not None:  # Just computed on the teacher.
+        embeddings = teacher_embeddings
+      else:
+        _, embeddings = self_training.predict(previous[0], previous[1],
+                                              train_source.images[nodes], num_classes,
+                                              config.predict_batch_size)
       embed_seconds = time.perf_counter() - started
-      result, lp_seconds = _propagate(embeddings, labelled, labels, num_classes, config.lp)
+      result, lp_seconds = _propagate(embeddings, labelled_nodes, labels, num_classes,
+                                      config.lp)
       weights = result.example_weights
       stats = {
+          "num_nodes": int(len(nodes)),
           "pseudo_label_acc": float(np.mean(result.pseudo_labels[unlabelled] ==
-                                            train_source.labels[unlabelled])),
+                                            node_labels[unlabelled])),
           # Accuracy with each example counted by its loss weight: do the weights favour
           # the correct pseudo-labels?
           "weighted_pseudo_label_acc": float(np.average(
-              result.pseudo_labels[unlabelled] == train_source.labels[unlabelled],
+              result.pseudo_labels[unlabelled] == node_labels[unlabelled],
               weights=weights[unlabelled])),
           "class_weights": result.class_weights.tolist(),
           "embed_seconds": round(embed_seconds, 1),
           "propagate_seconds": round(lp_seconds, 1),
       }
       self_training.save_json(os.path.join(epoch_dir, self_training.TARGETS_STATS), stats)
-      self_training.save_npz(
-          targets_path, targets=np.eye(num_classes, dtype=np.float32)[result.pseudo_labels],
-          weights=weights.astype(np.float32), scores=result.scores)
+      # One row per training image; images outside the graph are not used (weight 0).
+      targets = np.zeros((len(train_source.labels), num_classes), np.float32)
+      targets[nodes] = np.eye(num_classes, dtype=np.float32)[result.pseudo_labels]
+      table_weights = np.zeros(len(train_source.labels), np.float32)
+      table_weights[nodes] = weights
+      self_training.save_npz(targets_path, targets=targets, weights=table_weights,
+                             nodes=nodes, scores=result.scores)
       logging.info("Epoch %d propagated labels: %s", epoch, stats)
     with open(os.path.join(epoch_dir, self_training.TARGETS_STATS)) as f:
       record = {"epoch": epoch, "workdir": epoch_dir, **json.load(f)}

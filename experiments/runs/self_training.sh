@@ -3,7 +3,7 @@
 # protocol of experiments/self_training.py (WRN-10-1, B=32, mu=3, 300 steps per stage).
 # Per seed: supervised teacher; FixMatch from scratch; rotation pre-training, then FixMatch
 # from it (init_from); 3 Noisy Student rounds over the teacher; label propagation on the
-# teacher's embeddings, then 3 epochs of deep label propagation. One run at a time, niced;
+# teacher's embeddings, then 2 epochs of deep label propagation. One run at a time, niced;
 # a stage whose summary exists is skipped, and a killed stage resumes where it stopped.
 # Usage: bash experiments/runs/self_training.sh [RUNS_DIR] [SEEDS]
 #        (default runs/self_training, "1 2 3")
@@ -18,7 +18,7 @@ train() {  # train <workdir> <config arg> [overrides...]
   [ -f "$workdir/summary.json" ] && return 0
   mkdir -p "$workdir"
   nice -n 5 python -m fixmatch_jax.main --config="$config:$arg" --workdir="$workdir" "$@" \
-    > "$workdir.log" 2>&1 || echo "FAILED: $workdir (see $workdir.log)"
+    >> "$workdir.log" 2>&1 || echo "FAILED: $workdir (see $workdir.log)"
 }
 
 for seed in $seeds; do
@@ -32,7 +32,7 @@ for seed in $seeds; do
     [ -f "$dir/$driver/results.json" ] && continue
     mkdir -p "$dir/$driver"
     nice -n 5 python scripts/self_training.py --config="$config:stage=$driver,seed=$seed" \
-      --teacher="$dir/teacher" --workdir="$dir/$driver" > "$dir/$driver.log" 2>&1 \
+      --teacher="$dir/teacher" --workdir="$dir/$driver" >> "$dir/$driver.log" 2>&1 \
       || echo "FAILED: $dir/$driver (see $dir/$driver.log)"
   done
 done
