@@ -132,3 +132,16 @@ def test_pipeline_summary_batching_and_feature_overflow(data):
   assert ig.run_jax_pipeline(data, ig.PipelineConfig(datasets_per_batch=2)) == summary
   with pytest.raises(ValueError, match="max_features"):
     ig.run_jax_pipeline(data, ig.PipelineConfig(datasets_per_batch=3, max_features=16))
+
+
+def test_compiled_halves_equal_the_jitted_round(data, rounds):
+  # Second code path: the two programs run_jax_rounds compiles side by side, chained, give the
+  # outputs of the one jitted cross_validate_batch, in both rounds.
+  stage_one, stage_two = ig.compiled_round(CONFIG, 128, 64, 60, "float32", "int32")
+  expected, inputs = rounds
+  for want, (test_labels, test_fit_mask, bits) in zip(expected, inputs, strict=True):
+    got = stage_two(stage_one(data["x_train"], data["x_test"], data["y_train"], test_labels,
+                              test_fit_mask, bits))
+    for name, value in want.items():
+      np.testing.assert_allclose(np.asarray(got[name], float), np.asarray(value, float),
+                                 rtol=0, atol=1e-5, err_msg=name)
