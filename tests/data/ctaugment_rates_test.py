@@ -129,3 +129,29 @@ def test_cta_run_resumes_exactly(tmp_path, stop_at):
   timings = ("train/steps_per_s", "eval/seconds")
   rows = lambda d: [{k: v for k, v in r.items() if k not in timings} for r in metrics.read(d)]
   assert rows(straight_dir) == rows(resumed_dir)
+
+
+def test_table2_cta_configs():
+  """Every FixMatch (CTA) cell of Table 2: the RA recipe with CTAugment's published settings."""
+  import fixmatch_cta
+  import fixmatch_svhn
+  models = {"cifar10": "wrn28_2", "cifar100": "wrn28_8", "svhn": "wrn28_2", "stl10": "wrn37_2"}
+  # Table 2, FixMatch (CTA) error rates (Sohn et al. 2020).
+  published = {("cifar10", 40): 11.39, ("cifar10", 250): 5.07, ("cifar10", 4000): 4.31,
+               ("cifar100", 400): 49.95, ("cifar100", 2500): 28.64, ("cifar100", 10000): 23.18,
+               ("svhn", 40): 7.65, ("svhn", 250): 2.64, ("svhn", 1000): 2.36,
+               ("stl10", 1000): 5.17}
+  assert {k: v[0] for k, v in fixmatch_cta.PAPER_ERROR.items()} == published
+  for dataset, labels in published:
+    config = fixmatch_cta.get_config(f"dataset={dataset},labels={labels},seed=2")
+    assert config.model.name == models[dataset] and config.data.num_labels == labels
+    strong = config.data.strong
+    assert (strong.name, strong.depth, strong.threshold, strong.decay, strong.cutout) == (
+        "ctaugment", 2, 0.8, 0.99, 1.0)
+    assert (config.data.batch_size, config.data.mu, config.algo.threshold) == (64, 7, 0.95)
+    assert config.train.num_steps == 2**20 and config.seed == 2
+  svhn = fixmatch_cta.get_config("dataset=svhn,labels=250")
+  assert not svhn.data.weak.flip
+  assert svhn.optim.to_dict() == fixmatch_svhn.get_config("labels=250").optim.to_dict()
+  with pytest.raises(ValueError, match="Table 2 has"):
+    fixmatch_cta.get_config("dataset=cifar10,labels=100")
