@@ -190,6 +190,40 @@ def save_partial(out, report, straight_samples, killed_samples, lives):
                "samples": {"straight": straight_samples, "killed": killed_samples}}, f)
 
 
+def growth_table(samples: list[dict]) -> list[dict]:
+  """Per process life, once training has started (a step was logged): RSS and open files at
+  the first, middle and last sample, and the logged steps covered."""
+  rows = []
+  for pid in dict.fromkeys(s["pid"] for s in samples):
+    life = [s for s in samples if s["pid"] == pid]
+    training = [s for s in life if s["step"] > life[0]["step"]] or life[-1:]
+    first, middle, last = training[0], training[len(training) // 2], training[-1]
+    rows.append({"pid": pid, "steps": f"{first['step']}-{last['step']}",
+                 "seconds": round(last["t"] - first["t"], 1),
+                 "rss_mb": [first["rss_mb"], middle["rss_mb"], last["rss_mb"]],
+                 "max_rss_mb": max(s["rss_mb"] for s in life),
+                 "fds": [first["fds"], middle["fds"], last["fds"]],
+                 "max_ckpt_mb": max(s["ckpt_mb"] for s in life),
+                 "max_disk_mb": max(s["disk_mb"] for s in life)})
+  return rows
+
+
+def report_growth(path: str) -> None:
+  """Prints `growth_table` for both runs of a soak.json as Markdown."""
+  with open(path) as f:
+    samples = json.load(f)["samples"]
+  print("| run | life (pid) | logged steps | s | RSS MB first / mid / last (max) | open files "
+        "first / mid / last | checkpoints MB (max) | workdir MB (max) |")
+  print("|---|---|---|---|---|---|---|---|")
+  for run_name in ("straight", "killed"):
+    for row in growth_table(samples[run_name]):
+      rss = " / ".join(f"{v:.0f}" for v in row["rss_mb"])
+      fds = " / ".join(str(v) for v in row["fds"])
+      print(f"| {run_name} | {row['pid']} | {row['steps']} | {row['seconds']} | {rss} "
+            f"({row['max_rss_mb']:.0f}) | {fds} | {row['max_ckpt_mb']:.2f} | "
+            f"{row['max_disk_mb']:.2f} |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--minutes", type=float, default=25.0, help="total time budget")
@@ -205,7 +239,12 @@ def main():
   parser.add_argument("--sample_s", type=float, default=2.0)
   parser.add_argument("--steps", type=int, default=0, help="0: choose from a timing run")
   parser.add_argument("--seed", type=int, default=0, help="seeds the kill times")
+  parser.add_argument("--report", default=None,
+                      help="only print the per-life memory/files table of this soak.json")
   args = parser.parse_args()
+  if args.report:
+    report_growth(args.report)
+    return 0
 
   os.makedirs(args.out, exist_ok=True)
   root = snapshot(args.out)
