@@ -78,7 +78,8 @@ def stage(algorithm, steps):
 
 steps = 6 if TINY else 300
 driver = ml_collections.ConfigDict(dict(
-    teacher=stage("supervised", steps), student=stage("student", steps), rounds=2,
+    teacher=stage("supervised", steps), student=stage("student", steps),
+    rounds=1 if TINY else 2,
     selection=dict(rule="threshold", threshold=0.9, per_class=3000, soft_labels=False),
     predict_batch_size=256))
 records = self_training.run_rounds(driver, os.path.join(WORKDIR, "self_training"))
