@@ -221,6 +221,11 @@ def train_stream(config_data: ml_collections.ConfigDict, train_source: sources.A
                      f"the pipeline; config.data.strong.name must be one of "
                      f"{STRONG_AUGMENTATIONS}.")
   cta = config_data.strong.name == "ctaugment" and any(v in _STRONG_VIEWS for v in views)
+  missing = sorted({"depth", "threshold", "decay", "cutout", "lag", "fill"}
+                   - set(config_data.strong)) if cta else []
+  if missing:
+    raise ValueError(f"config.data.strong is CTAugment but lacks {missing}; set it with "
+                     "configs.use_ctaugment(config).")
   if seed < 0 or start_step < 0:
     raise ValueError(f"seed and start_step must be >= 0, got {seed}, {start_step}.")
   process_index, process_count = _process(process_index, process_count)

@@ -187,7 +187,9 @@ def test_bad_arguments_raise():
     _take(_config(), source, 1, views=("weak", "blurry"))
   with pytest.raises(ValueError, match="divisible"):
     _take(_config(), source, 1, process_index=0, process_count=3)
-  with pytest.raises(ValueError, match="ctaugment"):
+  with pytest.raises(ValueError, match="randaugment.*ctaugment"):
+    _take(_config(strong_name="autoaugment"), source, 1, views=("weak", "strong"))
+  with pytest.raises(ValueError, match="use_ctaugment"):  # CTA name with RandAugment's keys.
     _take(_config(strong_name="ctaugment"), source, 1, views=("weak", "strong"))
 
 
