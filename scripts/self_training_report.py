@@ -97,7 +97,7 @@ def main() -> None:
   for rows in per_seed.values():
     stages += [name for name in rows if name not in stages]
   names = list(per_seed)
-  print("Test accuracy (%), EMA model at the last step:")
+  print("Test accuracy (%), EMA model at the last step:\n")
   print("| stage | " + " | ".join(names) + " | mean +/- std |")
   print("|---|" + "---|" * (len(names) + 1))
   for stage in stages:
@@ -105,7 +105,7 @@ def main() -> None:
     cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
     print(f"| {stage} | " + " | ".join(cells) + f" | {_fmt(values)} |")
   print("\nPseudo-label accuracy (%) on the unlabelled training images (selected ones for "
-        "self-training; all for label propagation):")
+        "self-training; all for label propagation):\n")
   print("| stage | " + " | ".join(names) + " |")
   print("|---|" + "---|" * len(names))
   for stage in stages:
@@ -114,7 +114,7 @@ def main() -> None:
       continue
     cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
     print(f"| {stage} | " + " | ".join(cells) + " |")
-  print("\nWall seconds per stage (training + prediction/propagation):")
+  print("\nWall seconds per stage (training + prediction/propagation):\n")
   print("| stage | " + " | ".join(names) + " |")
   print("|---|" + "---|" * len(names))
   for stage in stages:
