@@ -57,7 +57,7 @@ def test_targets_keep_true_labels_on_labelled_examples(soft):
   assert stats["prediction_acc_all_unlabelled"] == 0.75
 
 
-def driver_config(rounds=2):
+def driver_config(rounds=1):
   teacher = tiny.get_config("algorithm=supervised,steps=4")
   student = tiny.get_config("steps=4")
   student.algorithm = "noisy_student"
@@ -72,25 +72,25 @@ def test_round_driver_resumes_at_the_round_and_step(tmp_path, monkeypatch):
   workdir = str(tmp_path)
   make_train_step, calls = steps.make_train_step, []
 
-  def sigterm_in_round_2(*args, **kwargs):
+  def sigterm_in_round_1(*args, **kwargs):
     step_fn = make_train_step(*args, **kwargs)
-    is_round_2 = len(calls) == 2  # make_train_step is called once per stage: 0, 1, 2.
+    is_round_1 = len(calls) == 1  # make_train_step is called once per stage: 0, 1.
     calls.append(1)
     count = []
 
     def step(state, batch):
       count.append(1)
-      if is_round_2 and len(count) == 2:
+      if is_round_1 and len(count) == 2:
         os.kill(os.getpid(), signal.SIGTERM)
       return step_fn(state, batch)
     return step
 
-  monkeypatch.setattr(steps, "make_train_step", sigterm_in_round_2)
-  with pytest.raises(InterruptedError, match="round2"):
+  monkeypatch.setattr(steps, "make_train_step", sigterm_in_round_1)
+  with pytest.raises(InterruptedError, match="round1"):
     self_training.run_rounds(driver_config(), workdir)
-  round1_metrics = open(tmp_path / "round1" / "metrics.jsonl").read()
-  targets_round2 = dict(np.load(tmp_path / "round2" / self_training.TARGETS_FILE))
-  assert not os.path.exists(tmp_path / "round2" / train.SUMMARY_FILE)
+  teacher_metrics = open(tmp_path / "round0" / "metrics.jsonl").read()
+  targets_round1 = dict(np.load(tmp_path / "round1" / self_training.TARGETS_FILE))
+  assert not os.path.exists(tmp_path / "round1" / train.SUMMARY_FILE)
 
   monkeypatch.setattr(steps, "make_train_step", make_train_step)
   trained = []
@@ -98,16 +98,16 @@ def test_round_driver_resumes_at_the_round_and_step(tmp_path, monkeypatch):
   monkeypatch.setattr(train, "train_and_evaluate",
                       lambda config, wd: trained.append(wd) or train_and_evaluate(config, wd))
   records = self_training.run_rounds(driver_config(), workdir)
-  # Only round 2 trains again, from its SIGTERM checkpoint at step 2; earlier rounds and
-  # round 2's pseudo-labels are reused as they were.
-  assert [os.path.basename(w) for w in trained] == ["round2"]
-  summary = json.load(open(tmp_path / "round2" / train.SUMMARY_FILE))
+  # Only round 1 trains again, from its SIGTERM checkpoint at step 2; the finished teacher
+  # (round 0) and round 1's pseudo-labels are reused as they were.
+  assert [os.path.basename(w) for w in trained] == ["round1"]
+  summary = json.load(open(tmp_path / "round1" / train.SUMMARY_FILE))
   assert summary["resumed_from_step"] == 2 and summary["last_eval_step"] == 4
-  assert open(tmp_path / "round1" / "metrics.jsonl").read() == round1_metrics
-  for key, value in np.load(tmp_path / "round2" / self_training.TARGETS_FILE).items():
-    np.testing.assert_array_equal(value, targets_round2[key])
-  assert [r["round"] for r in records] == [0, 1, 2]
+  assert open(tmp_path / "round0" / "metrics.jsonl").read() == teacher_metrics
+  for key, value in np.load(tmp_path / "round1" / self_training.TARGETS_FILE).items():
+    np.testing.assert_array_equal(value, targets_round1[key])
+  assert [r["round"] for r in records] == [0, 1]
   # Top-20 per class of 4 classes, minus any labelled example among them.
   assert 0 < records[1]["num_selected"] <= 80
-  assert 0.0 <= records[2]["pseudo_label_acc"] <= 1.0
+  assert 0.0 <= records[1]["pseudo_label_acc"] <= 1.0
   assert json.load(open(tmp_path / self_training.RESULTS_FILE)) == records
