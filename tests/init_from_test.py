@@ -41,8 +41,14 @@ def init_state(config, workdir, monkeypatch):
   config.train.num_steps = 1
   captured = {}
   apply = init_from.apply
-  monkeypatch.setattr(init_from, "apply",
-                      lambda *a, **k: captured.setdefault("state", apply(*a, **k)))
+
+  def capture(*args, **kwargs):
+    state = apply(*args, **kwargs)
+    # A host copy: the train step donates (deletes) the device buffers of `state`.
+    captured["state"] = jax.device_get(state)
+    return state
+
+  monkeypatch.setattr(init_from, "apply", capture)
   train.train_and_evaluate(config, workdir)
   return captured["state"]
 
