@@ -55,6 +55,26 @@ def pseudo_label_monitors(confidence_mask: jnp.ndarray, pseudo_labels: jnp.ndarr
   }
 
 
+def weak_strong_pass(params: Any, batch: dict[str, Any], forward) -> tuple[Any, ...]:
+  """One training-mode forward over concat[labelled, weak, strong] (BatchNorm sees all).
+
+  Returns:
+    (logits_labelled, logits_weak, logits_strong, loss_sup, batch_stats), logits in float32
+    and loss_sup the mean cross-entropy of the labelled images.
+  """
+  labelled, unlabelled = batch["labelled"], batch["unlabelled"]
+  num_labelled, num_unlabelled = labelled["image"].shape[0], unlabelled["weak"].shape[0]
+  images = jnp.concatenate([labelled["image"], unlabelled["weak"], unlabelled["strong"]])
+  logits, batch_stats = forward(params, images, train=True)
+  logits = logits.astype(jnp.float32)
+  logits_labelled = logits[:num_labelled]
+  logits_weak = logits[num_labelled:num_labelled + num_unlabelled]
+  logits_strong = logits[num_labelled + num_unlabelled:]
+  loss_sup = optax.softmax_cross_entropy_with_integer_labels(
+      logits_labelled, labelled["label"]).mean()
+  return logits_labelled, logits_weak, logits_strong, loss_sup, batch_stats
+
+
 def loss_fn(params: Any, batch: dict[str, Any], *, forward, algo_state: Any, key: Any,
             step: Any, cfg: ml_collections.ConfigDict,
             num_classes: int) -> tuple[jnp.ndarray, dict[str, Any]]:
@@ -74,16 +94,8 @@ def loss_fn(params: Any, batch: dict[str, Any], *, forward, algo_state: Any, key
   """
   del key, step
   labelled, unlabelled = batch["labelled"], batch["unlabelled"]
-  num_labelled, num_unlabelled = labelled["image"].shape[0], unlabelled["weak"].shape[0]
-  images = jnp.concatenate([labelled["image"], unlabelled["weak"], unlabelled["strong"]])
-  logits, batch_stats = forward(params, images, train=True)
-  logits = logits.astype(jnp.float32)
-  logits_labelled = logits[:num_labelled]
-  logits_weak = logits[num_labelled:num_labelled + num_unlabelled]
-  logits_strong = logits[num_labelled + num_unlabelled:]
-
-  loss_sup = optax.softmax_cross_entropy_with_integer_labels(
-      logits_labelled, labelled["label"]).mean()
+  logits_labelled, logits_weak, logits_strong, loss_sup, batch_stats = weak_strong_pass(
+      params, batch, forward)
 
   # Pseudo-labels are targets, not predictions to train: no gradient flows through them.
   weak_probs = jax.nn.softmax(jax.lax.stop_gradient(logits_weak) / cfg.temperature)

@@ -37,7 +37,7 @@ import ml_collections
 import optax
 
 from fixmatch_jax.algorithms import Algorithm, register
-from fixmatch_jax.algorithms.fixmatch import pseudo_label_monitors
+from fixmatch_jax.algorithms.fixmatch import pseudo_label_monitors, weak_strong_pass
 
 STATE_INITS = ("paper", "usb")
 
@@ -116,16 +116,8 @@ def loss_fn(params: Any, batch: dict[str, Any], *, forward, algo_state: dict[str
   """
   del key, step, unused_kwargs
   labelled, unlabelled = batch["labelled"], batch["unlabelled"]
-  num_labelled, num_unlabelled = labelled["image"].shape[0], unlabelled["weak"].shape[0]
-  images = jnp.concatenate([labelled["image"], unlabelled["weak"], unlabelled["strong"]])
-  logits, batch_stats = forward(params, images, train=True)
-  logits = logits.astype(jnp.float32)
-  logits_labelled = logits[:num_labelled]
-  logits_weak = logits[num_labelled:num_labelled + num_unlabelled]
-  logits_strong = logits[num_labelled + num_unlabelled:]
-
-  loss_sup = optax.softmax_cross_entropy_with_integer_labels(
-      logits_labelled, labelled["label"]).mean()
+  logits_labelled, logits_weak, logits_strong, loss_sup, batch_stats = weak_strong_pass(
+      params, batch, forward)
 
   weak_probs = jax.nn.softmax(jax.lax.stop_gradient(logits_weak))
   confidence = jnp.max(weak_probs, axis=-1)
