@@ -10,6 +10,10 @@ N = the run's `train.summary_last_n` (20 in the paper configs; Sohn et al. 2020,
 arXiv:2001.07685, Sec. 4). Per table row (dataset, algorithm, labels) it is averaged over
 the seeds, mean +/- sample standard deviation (ddof = 1). The best EMA accuracy seen during
 a run ("best-of-run", what several other codebases report) is a separate, labelled column.
+Two more columns describe the pseudo-labels at the end of training, mean +/- std over seeds
+of each run's last logged `train/pseudo_label_acc` (accuracy, against the hidden labels,
+of the pseudo-labels that pass the method's mask) and `train/mask_rate` (the fraction that
+passes); "-" for methods that log neither (supervised).
 
 Rules, so that a table never says more than its runs do:
 - Runs in one row must have the same config except `seed` (and the keys of
@@ -47,6 +51,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run_info.json"
 SUMMARY_FILE = "summary.json"
+PSEUDO_LABEL_ACC, MASK_RATE = "train/pseudo_label_acc", "train/mask_rate"
 # Config keys that may differ between the runs of one row: the seed, and bookkeeping
 # that cannot change what is computed (where data live, how often to log/checkpoint,
 # how many CPU devices carry the same global batch).
@@ -96,6 +101,12 @@ class Run:
 
   def best_of_run(self) -> float:
     return max(self.ema_accuracies())
+
+  def last_logged(self, key: str) -> float | None:
+    """The last value of a train metric (itself a mean over its logging interval), or None
+    when the run never logs it (e.g. supervised runs have no pseudo-labels)."""
+    values = [float(r[key]) for r in self.rows if key in r]
+    return values[-1] if values else None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -277,6 +288,10 @@ class TableRow:
   hardware: str
   dates: str
   wall_hours: float | None
+  # End of training, per finished run that logs them (train/pseudo_label_acc: accuracy of
+  # the pseudo-labels that pass the method's mask; train/mask_rate: the fraction passing).
+  pseudo_label_accs: list[float] = dataclasses.field(default_factory=list)
+  mask_rates: list[float] = dataclasses.field(default_factory=list)
 
 
 def _join_sorted(values: Iterable[str]) -> str:
@@ -314,8 +329,18 @@ def build_table(runs: Sequence[Run], expected: Mapping[tuple[str, str, int], int
         num_steps=int(first.get("train.num_steps", 0)),
         hardware=_join_sorted(str(r.info.get("hardware", "not recorded")) for r in done) or "-",
         dates=_join_sorted(str(r.info.get("date", "unknown")) for r in done) or "-",
-        wall_hours=statistics.fmean(walls) / 3600 if walls else None))
+        wall_hours=statistics.fmean(walls) / 3600 if walls else None,
+        pseudo_label_accs=_logged(done, PSEUDO_LABEL_ACC), mask_rates=_logged(done, MASK_RATE)))
   return table
+
+
+def _logged(runs: Sequence[Run], key: str) -> list[float]:
+  return [v for v in (r.last_logged(key) for r in runs) if v is not None]
+
+
+def _percent_cell(values: Sequence[float]) -> str:
+  """Mean +/- std in percent of fractions that are not accuracies to convert to errors."""
+  return _cell(values, "accuracy")
 
 
 def _cell(values: Sequence[float], metric: str) -> str:
@@ -339,8 +364,9 @@ def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
   lines = [
       f"| dataset | algorithm | labels | ours: {name} (median of last N EMA evals; "
       f"mean +/- std over seeds) | paper {name} | best-of-run {name} (not the paper's "
-      "protocol) | runs (seeds) | N | steps | hardware | date | hours/run |",
-      "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|"]
+      "protocol) | runs (seeds) | N | steps | hardware | date | hours/run | "
+      "pseudo-label acc % at end | mask rate % at end |",
+      "|---|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|---:|"]
   for row in table:
     seeds = ",".join(str(s) for s in row.seeds) or "none"
     hours = "-" if row.wall_hours is None else f"{row.wall_hours:.2f}"
@@ -348,7 +374,8 @@ def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
         f"| {row.dataset} | {row.algorithm} | {row.labels} | {_cell(row.medians, metric)} | "
         f"{_paper_cell(row.paper, metric)} | {_cell(row.bests, metric)} | "
         f"{len(row.medians)}/{row.expected} ({seeds}) | {row.summary_last_n} | {row.num_steps} | "
-        f"{row.hardware} | {row.dates} | {hours} |")
+        f"{row.hardware} | {row.dates} | {hours} | {_percent_cell(row.pseudo_label_accs)} | "
+        f"{_percent_cell(row.mask_rates)} |")
   return "\n".join(lines)
 
 

@@ -25,6 +25,17 @@ def _load(path: str):
     return json.load(f)
 
 
+def _last_logged(workdir: str, key: str):
+  """The last logged value of a train metric in metrics.jsonl (FixMatch's pseudo-label
+  accuracy: of the masked pseudo-labels, over the last logging interval), or None."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    values = [row[key] for row in map(json.loads, filter(str.strip, f)) if key in row]
+  return values[-1] if values else None
+
+
 def _partial_rounds(seed_dir: str):
   """Round records from results.json, or from each finished round directory."""
   results = _load(os.path.join(seed_dir, "rounds", "results.json"))
@@ -48,7 +59,9 @@ def collect(seed_dir: str) -> dict[str, dict]:
   def run(name, workdir):
     summary = _load(os.path.join(seed_dir, workdir, "summary.json"))
     if summary is not None:
-      rows[name] = {"test_acc": summary["acc_ema_final"], "seconds": summary["wall_seconds"]}
+      rows[name] = {"test_acc": summary["acc_ema_final"], "seconds": summary["wall_seconds"],
+                    "pl_acc": _last_logged(os.path.join(seed_dir, workdir),
+                                           "train/pseudo_label_acc")}
 
   run("supervised teacher", "teacher")
   for index, record in sorted(_partial_rounds(seed_dir).items()):
@@ -75,6 +88,7 @@ def collect(seed_dir: str) -> dict[str, dict]:
   run("FixMatch from scratch", "fixmatch")
   run("rotation pre-training (test acc meaningless)", "rotation")
   run("FixMatch from the rotation checkpoint", "fixmatch_from_rotation")
+  run("FixMatch from scratch, 600 steps (= rotation + FixMatch steps)", "fixmatch_600")
   return rows
 
 
@@ -84,7 +98,9 @@ def _fmt(values):
     return "-"
   if len(values) == 1:
     return f"{100 * values[0]:.1f}"
-  return f"{100 * np.mean(values):.1f} +/- {100 * np.std(values):.1f} (n={len(values)})"
+  # Sample standard deviation (ddof = 1), as fixmatch_jax.summarize.
+  return (f"{100 * np.mean(values):.1f} +/- {100 * np.std(values, ddof=1):.1f} "
+          f"(n={len(values)})")
 
 
 def main() -> None:
@@ -105,7 +121,8 @@ def main() -> None:
     cells = ["-" if v is None else f"{100 * v:.1f}" for v in values]
     print(f"| {stage} | " + " | ".join(cells) + f" | {_fmt(values)} |")
   print("\nPseudo-label accuracy (%) on the unlabelled training images (selected ones for "
-        "self-training; all for label propagation):\n")
+        "self-training; all for label propagation; for FixMatch, the masked ones of the "
+        "last 100 steps):\n")
   print("| stage | " + " | ".join(names) + " |")
   print("|---|" + "---|" * len(names))
   for stage in stages:

@@ -108,3 +108,58 @@ def test_cpu_and_variant_configs_build_and_validate(arg):
   assert config.algorithm in ("fixmatch", "supervised")
   if config.algorithm == "supervised":
     assert "threshold" not in config.algo
+
+
+def test_family_table_configs_differ_only_in_the_algorithm():
+  """experiments/fashion_mnist_family.py: one protocol; only the method (and its own
+  hyperparameters) changes between the ten columns of the table, and its runs script asks
+  for all 10 methods x {40, 250} labels x seeds 1-3."""
+  import json  # noqa: PLC0415
+  import math  # noqa: PLC0415
+
+  from fixmatch_jax import algorithms, summarize  # noqa: PLC0415
+  path = os.path.join(REPO, "experiments", "fashion_mnist_family.py")
+  methods = ("supervised", "pseudo_label", "entmin", "pi_model", "mean_teacher", "uda",
+             "arazo", "fixmatch", "flexmatch", "freematch")
+  protocol = None
+  for labels in (40, 250):
+    for method in methods:
+      config = parse([f"--config={path}:algorithm={method},labels={labels},seed=2"])
+      configs.validate(config)
+      flat = summarize.flatten(json.loads(config.to_json_best_effort()))
+      assert config.algorithm == method and config.seed == 2
+      assert (flat["model.name"], flat["data.batch_size"], flat["data.mu"],
+              flat["train.num_steps"], flat["train.summary_last_n"]) == ("wrn10_1", 32, 3, 300, 3)
+      shared = {k: v for k, v in flat.items() if not k.startswith("algo.") and k != "algorithm"}
+      protocol = protocol or {k: v for k, v in shared.items() if k != "data.num_labels"}
+      assert {k: v for k, v in shared.items() if k != "data.num_labels"} == protocol
+      paper = algorithms.get(method).default_config()
+      expected = {"arazo": {"warmup_steps": math.ceil(10 * labels / 32)},
+                  "freematch": {"ema_momentum": 0.99}}.get(method, {})
+      for key, value in config.algo.items():
+        if key in ("rampup_end", "tsa_steps"):  # Rescaled to the run: 40% / all of 300 steps.
+          assert value == {"rampup_end": 120, "tsa_steps": 300}[key]
+        else:
+          assert value == expected.get(key, paper[key]), (method, key)
+  script = os.path.join(REPO, "experiments", "runs", "fashion_mnist_family.sh")
+  runs = summarize.expected_runs(script, "/tmp/family")
+  assert len(runs) == len(set(runs)) == 60
+  assert {config.split(":")[1] for config, _ in runs} == {
+      f"algorithm={m},labels={n},seed={s}" for m in methods for n in (40, 250) for s in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("script", sorted(
+    f for f in os.listdir(os.path.join(REPO, "experiments", "runs")) if f.endswith(".sh")))
+def test_every_runs_script_expands_to_valid_distinct_runs(script, tmp_path, monkeypatch):
+  """Each table's script (experiments/runs/*.sh) names at least one run, no workdir twice,
+  and every run's --config builds and validates (so a table never waits on a typo)."""
+  from fixmatch_jax import summarize  # noqa: PLC0415
+  monkeypatch.chdir(REPO)
+  runs = summarize.expected_runs(os.path.join("experiments", "runs", script),
+                                 str(tmp_path / "runs"))
+  assert runs, f"{script} runs nothing"
+  workdirs = [workdir for _, workdir in runs]
+  assert len(set(workdirs)) == len(workdirs), f"{script} uses a workdir twice"
+  for config_arg, _ in runs:
+    path, _, arg = config_arg.partition(":")
+    configs.validate(summarize._load_experiment(path).get_config(arg or None))

@@ -177,3 +177,22 @@ def test_paper_error_keys_match_the_run_most_specific_first(tmp_path):
                                "svhn_cropped") == (7.65, None)
   assert summarize.paper_error(f"{path}:dataset=svhn,labels=40", "uda", 40, "x") == (1.0, 0.5)
   assert summarize.paper_error(f"{path}:labels=250", "uda", 250, "cifar10") is None
+
+
+def test_pseudo_label_accuracy_and_mask_rate_at_end(tmp_path):
+  # Each run's last logged value counts (not the mean over the run): seed 1 ends at
+  # (pl 0.80, mask 0.50), seed 2 at (0.90, 0.70) -> 85.00 +/- 7.07 and 60.00 +/- 14.14;
+  # a supervised run logs neither -> "-".
+  for seed, ends in ((1, (0.80, 0.50)), (2, (0.90, 0.70))):
+    workdir = make_run(str(tmp_path / f"fm{seed}"), [0.5, 0.6, 0.7], seed=seed)
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": 200, "train/pseudo_label_acc": 0.1,
+                          "train/mask_rate": 0.1}) + "\n")
+      f.write(json.dumps({"step": 300, "train/pseudo_label_acc": ends[0],
+                          "train/mask_rate": ends[1]}) + "\n")
+  make_run(str(tmp_path / "sup"), [0.5, 0.6, 0.7], algorithm="supervised")
+  report = summarize.summarize([str(tmp_path)], metric="accuracy")
+  rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+          for line in report.splitlines() if line.startswith("| cifar10")}
+  assert rows["fixmatch"][-2:] == ["85.00 +/- 7.07", "60.00 +/- 14.14"]
+  assert rows["supervised"][-2:] == ["-", "-"]

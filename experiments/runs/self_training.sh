@@ -2,7 +2,8 @@
 # The runs behind docs/self_training.md: Fashion-MNIST, 40 labels, seeds 1-3, the cheap CPU
 # protocol of experiments/self_training.py (WRN-10-1, B=32, mu=3, 300 steps per stage).
 # Per seed: supervised teacher; FixMatch from scratch; rotation pre-training, then FixMatch
-# from it (init_from); 3 Noisy Student rounds over the teacher; label propagation on the
+# from it (init_from), and FixMatch from scratch for 600 steps (the same number of steps as
+# pre-training + FixMatch); 3 Noisy Student rounds over the teacher; label propagation on the
 # teacher's embeddings, then 2 epochs of deep label propagation. One run at a time, niced;
 # a stage whose summary exists is skipped, and a killed stage resumes where it stopped.
 # Usage: bash experiments/runs/self_training.sh [RUNS_DIR] [SEEDS]
@@ -28,6 +29,8 @@ for seed in $seeds; do
   train "$dir/rotation" "stage=rotation,seed=$seed"
   train "$dir/fixmatch_from_rotation" "stage=fixmatch,seed=$seed" \
     --config.init_from="$dir/rotation" --config.init_from_exclude=classifier
+  # FixMatch from scratch with the step count of rotation + FixMatch (equal-compute control).
+  train "$dir/fixmatch_600" "stage=fixmatch,seed=$seed,steps=600"
   for driver in deep_lp_driver rounds; do
     [ -f "$dir/$driver/results.json" ] && continue
     mkdir -p "$dir/$driver"
