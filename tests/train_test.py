@@ -91,12 +91,37 @@ def test_workdir_with_other_config_is_refused(tmp_path):
 
 
 def test_command_line_run(tmp_path):
+  """The CLI trains and prints the summary; a second run of the same config (another
+  workdir) loads its compiled steps from the persistent cache and gives the same metrics."""
   env = dict(os.environ, XLA_FLAGS="")  # Let main.py pick the CPU device count itself.
-  result = subprocess.run(
-      [sys.executable, "-m", "fixmatch_jax.main",
-       f"--config={os.path.join(REPO, 'experiments', 'tiny.py')}:steps=3",
-       f"--workdir={tmp_path}", "--config.train.eval_every_steps=3"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert os.path.exists(tmp_path / "summary.json")
-  assert "acc_ema_median_last20" in result.stdout
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  cache = tmp_path / "cache"
+
+  def run(workdir):
+    result = subprocess.run(
+        [sys.executable, "-m", "fixmatch_jax.main",
+         f"--config={os.path.join(REPO, 'experiments', 'tiny.py')}:steps=3",
+         f"--workdir={workdir}", "--config.train.eval_every_steps=3",
+         f"--compilation_cache={cache}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert os.path.exists(workdir / "summary.json")
+    assert "acc_ema_median_last20" in result.stdout
+    with open(workdir / "metrics.jsonl") as f:
+      return [json.loads(line) for line in f]
+
+  rows = run(tmp_path / "a")
+  entries = sorted(os.listdir(cache))
+  assert any("train_step" in e for e in entries), entries
+  assert_same_rows_but_timings(rows, run(tmp_path / "b"))
+  assert sorted(os.listdir(cache)) == entries  # Every compilation was a cache hit.
+
+
+def test_compilation_cache_dir_flag_env_and_default(monkeypatch):
+  from fixmatch_jax import main  # noqa: PLC0415
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  assert main.compilation_cache_dir(None).endswith(os.path.join(".cache", "fixmatch_jax", "jax"))
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/x/cache")
+  assert main.compilation_cache_dir(None) == "/x/cache"
+  assert main.compilation_cache_dir("/y") == "/y"
+  assert main.compilation_cache_dir("none") is None and main.compilation_cache_dir("") is None
