@@ -24,6 +24,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,11 +137,24 @@ def main() -> None:
   parser.add_argument("--peer", default=DEFAULT_PEER)
   parser.add_argument("--conv-bias", action="store_true",
                       help="Our WRN with the TF code's conv biases (the peer has none).")
+  parser.add_argument("--warm-cache", action="store_true",
+                      help="Also measure ours on a warm persistent compilation cache (what "
+                           "fixmatch_jax.main uses by default): one run fills a fresh cache, "
+                           "a second, measured, run loads the compiled step from it.")
+  parser.add_argument("--devices", default=None,
+                      help="XLA device counts for ours, e.g. '2' (default: cores and 1).")
+  parser.add_argument("--no-peer", action="store_true", help="Skip the PyTorch peer.")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.worker:
-    print(json.dumps(run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias)))
+    cache = os.environ.get("BENCH_STEP_CACHE")
+    if cache:  # Before anything is compiled.
+      import jax
+      jax.config.update("jax_compilation_cache_dir", cache)
+    row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias)
+    row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
+    print(json.dumps(row))
     return
 
   cores = os.cpu_count() or 1
@@ -148,13 +162,20 @@ def main() -> None:
   rows = []
   torch_imports_mb = torch_imports_rss_mb()
   for batch in (int(b) for b in args.batches.split(",")):
-    for devices in sorted({cores, 1}, reverse=True):
+    device_counts = ([int(d) for d in args.devices.split(",")] if args.devices
+                     else sorted({cores, 1}, reverse=True))
+    for devices in device_counts:
       env = dict(os.environ, XLA_FLAGS=cpu_xla_flags(devices), JAX_PLATFORMS="cpu",
                  TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
-      rows.append(subprocess_json(cmd + (["--conv-bias"] if args.conv_bias else []), env))
-    for channels_last in (False, True):
+      cmd += ["--conv-bias"] if args.conv_bias else []
+      rows.append(subprocess_json(cmd, env))
+      if args.warm_cache:
+        with tempfile.TemporaryDirectory() as cache:
+          subprocess_json(cmd, dict(env, BENCH_STEP_CACHE=cache))  # Fills the cache.
+          rows.append(subprocess_json(cmd, dict(env, BENCH_STEP_CACHE=cache, BENCH_STEP_WARM="1")))
+    for channels_last in (() if args.no_peer else (False, True)):
       cmd = [sys.executable, args.peer, f"--batch={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
       row = subprocess_json(cmd + (["--channels-last"] if channels_last else []),
@@ -171,7 +192,8 @@ def main() -> None:
         "XLA buffers per device (MB) |")
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for row in rows:
-    name = (f"ours, {row['devices']} XLA device(s)" if row.get("impl") == "jax" else
+    warm = ", warm compilation cache" if row.get("compilation_cache") == "warm" else ""
+    name = (f"ours, {row['devices']} XLA device(s){warm}" if row.get("impl") == "jax" else
             f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else ""))
     images = row["batch"] * (1 + 2 * row["mu"])
     xla = row.get("xla_total_mb_per_device")

@@ -130,12 +130,13 @@ def test_family_table_configs_differ_only_in_the_algorithm():
       assert config.algorithm == method and config.seed == 2
       assert (flat["model.name"], flat["data.batch_size"], flat["data.mu"],
               flat["train.num_steps"], flat["train.summary_last_n"]) == ("wrn10_1", 32, 3, 300, 3)
+      assert flat["optim.ema_decay"] == flat["model.bn_momentum"] == pytest.approx(0.96)
       shared = {k: v for k, v in flat.items() if not k.startswith("algo.") and k != "algorithm"}
       protocol = protocol or {k: v for k, v in shared.items() if k != "data.num_labels"}
       assert {k: v for k, v in shared.items() if k != "data.num_labels"} == protocol
       paper = algorithms.get(method).default_config()
       expected = {"arazo": {"warmup_steps": math.ceil(10 * labels / 32)},
-                  "freematch": {"ema_momentum": 0.99}}.get(method, {})
+                  "freematch": {"ema_momentum": 0.96}}.get(method, {})
       for key, value in config.algo.items():
         if key in ("rampup_end", "tsa_steps"):  # Rescaled to the run: 40% / all of 300 steps.
           assert value == {"rampup_end": 120, "tsa_steps": 300}[key]
