@@ -36,9 +36,10 @@ def main():
   parser.add_argument("--out", default="docs/ctaugment_rates.png")
   args = parser.parse_args()
 
-  print("| strong augmentation | seed | EMA acc. (median of last 5 evals) | steps/s |")
-  print("|---|---|---|---|")
-  results = {}
+  print("| strong augmentation | seed | EMA acc. (median of last 5 evals) | EMA acc. at the "
+        "last step | steps/s |")
+  print("|---|---|---|---|---|")
+  results, finals = {}, {}
   for arm in ("ra", "cta"):
     for run in sorted(glob.glob(os.path.join(args.runs, f"{arm}_labels40_seed*"))):
       seed = run.rsplit("seed", 1)[1]
@@ -48,12 +49,27 @@ def main():
       speed = [r["train/steps_per_s"] for r in rows if "train/steps_per_s" in r]
       done = max([r["step"] for r in rows], default=0)
       text = f"{100 * acc:.1f}%" if acc is not None else f"unfinished (step {done})"
-      print(f"| {arm.upper()} | {seed} | {text} | {np.median(speed) if speed else 0:.2f} |")
+      evals = [r["eval/acc_ema"] for r in rows if "eval/acc_ema" in r]
+      last = f"{100 * evals[-1]:.1f}%" if acc is not None and evals else "-"
+      print(f"| {arm.upper()} | {seed} | {text} | {last} | "
+            f"{np.median(speed) if speed else 0:.2f} |")
       if acc is not None:
-        results.setdefault(arm, []).append(acc)
-  for arm, accs in results.items():
-    print(f"| {arm.upper()} | mean of {len(accs)} | {100 * np.mean(accs):.1f} +/- "
-          f"{100 * np.std(accs):.1f}% | |")
+        results.setdefault(arm, {})[seed] = acc
+        finals.setdefault(arm, {})[seed] = evals[-1]
+  for arm, by_seed in results.items():
+    accs = list(by_seed.values())
+    std = f"{100 * np.std(accs, ddof=1):.1f}" if len(accs) > 1 else "n/a"
+    last = list(finals[arm].values())
+    last_std = f"{100 * np.std(last, ddof=1):.1f}" if len(last) > 1 else "n/a"
+    print(f"| {arm.upper()} | mean of {len(accs)} | {100 * np.mean(accs):.1f} +/- {std}% "
+          f"(sample std) | {100 * np.mean(last):.1f} +/- {last_std}% | |")
+  paired = sorted(set(results.get("ra", {})) & set(results.get("cta", {})))
+  if paired:  # Same label fold and initialisation in both arms: compare seed by seed.
+    for name, table in (("median of last 5", results), ("last step", finals)):
+      diffs = [100 * (table["cta"][s] - table["ra"][s]) for s in paired]
+      print(f"\nCTA - RA, same seed, {name} (points): " + ", ".join(
+          f"seed {s}: {d:+.1f}" for s, d in zip(paired, diffs, strict=True)) +
+          f"; mean {np.mean(diffs):+.1f}")
 
   # EMA accuracy at every evaluation, so unfinished runs compare at matched steps.
   curves = {}
