@@ -7,7 +7,8 @@
 # teacher's embeddings, then 2 epochs of deep label propagation. One run at a time, niced;
 # a stage whose summary exists is skipped, and a killed stage resumes where it stopped.
 # Usage: bash experiments/runs/self_training.sh [RUNS_DIR] [SEEDS]
-#        (default runs/self_training, "1 2 3")
+#        (default runs/self_training, "1 2 3"); CONTROL_SEEDS="1" runs the 600-step
+#        FixMatch control for seed 1 only.
 set -uo pipefail
 runs=${1:-runs/self_training}
 seeds=${2:-1 2 3}
@@ -29,8 +30,11 @@ for seed in $seeds; do
   train "$dir/rotation" "stage=rotation,seed=$seed"
   train "$dir/fixmatch_from_rotation" "stage=fixmatch,seed=$seed" \
     --config.init_from="$dir/rotation" --config.init_from_exclude=classifier
-  # FixMatch from scratch with the step count of rotation + FixMatch (equal-compute control).
-  train "$dir/fixmatch_600" "stage=fixmatch,seed=$seed,steps=600"
+  # FixMatch from scratch with the step count of rotation + FixMatch (equal-compute control),
+  # for the seeds in CONTROL_SEEDS (default: all).
+  case " ${CONTROL_SEEDS:-$seeds} " in
+    *" $seed "*) train "$dir/fixmatch_600" "stage=fixmatch,seed=$seed,steps=600" ;;
+  esac
   for driver in deep_lp_driver rounds; do
     [ -f "$dir/$driver/results.json" ] && continue
     mkdir -p "$dir/$driver"
