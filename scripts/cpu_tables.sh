@@ -3,7 +3,7 @@
 # (whatever runs exist; missing and unfinished ones are listed under each table).
 # Usage: bash scripts/cpu_tables.sh   (from the repository root; runs in runs/<table>/)
 set -euo pipefail
-for table in fashion_mnist digits; do
+for table in fashion_mnist fashion_mnist_family digits; do
   python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \
     --view=both --write "docs/${table}.md"
   python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \
