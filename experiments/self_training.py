@@ -60,10 +60,7 @@ def get_config(arg=None):
       num_labels=args.labels, seed=args.seed, num_steps=args.steps, batch_size=32, mu=3,
       eval_every_steps=args.steps, summary_last_n=1)
   config.model.name = "wrn10_1"
-  # EMA of the weights and BatchNorm averages over the last 1/12 of the stage (0.96 at 300
-  # steps), as configs.short_run's 0.99 over 1200: with 0.99 the EMA model of a 300-step
-  # run lags far behind the raw one (experiments/fashion_mnist_family.py).
-  config.model.bn_momentum = config.optim.ema_decay = 1 - 12 / args.steps
+  configs.average_over_last_twelfth(config, args.steps)  # 0.96 at 300 steps.
   config.data.eval_batch_size = 1000
   config.train.checkpoint_every_steps = 100
   if algorithm not in ("fixmatch", "supervised"):

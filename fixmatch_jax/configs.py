@@ -127,6 +127,15 @@ def set_num_steps(config: ml_collections.ConfigDict, num_steps: int) -> None:
   config.optim.decay_steps = num_steps
 
 
+def average_over_last_twelfth(config: ml_collections.ConfigDict, num_steps: int) -> None:
+  """EMA of the weights and BatchNorm momentum 1 - 12 / num_steps: both average over the
+  last 1/12 of the run, as `short_run`'s 0.99 does over 1200 steps. For shorter runs, where
+  0.99 (a ~100-step average) leaves the EMA model far behind the raw one at the end: at
+  300 steps it lagged by 21 points at step 180 (experiments/fashion_mnist_family.py,
+  supervised, 40 labels, seed 1: 11.6% vs 32.5%)."""
+  config.model.bn_momentum = config.optim.ema_decay = 1 - 12 / num_steps
+
+
 def use_ctaugment(config: ml_collections.ConfigDict) -> None:
   """Makes the strong augmentation CTAugment, as in the paper's "FixMatch (CTA)" rows.
 

@@ -338,11 +338,6 @@ def _logged(runs: Sequence[Run], key: str) -> list[float]:
   return [v for v in (r.last_logged(key) for r in runs) if v is not None]
 
 
-def _percent_cell(values: Sequence[float]) -> str:
-  """Mean +/- std in percent of fractions that are not accuracies to convert to errors."""
-  return _cell(values, "accuracy")
-
-
 def _cell(values: Sequence[float], metric: str) -> str:
   if not values:
     return "-"
@@ -374,8 +369,9 @@ def format_table(table: Sequence[TableRow], metric: str = "error") -> str:
         f"| {row.dataset} | {row.algorithm} | {row.labels} | {_cell(row.medians, metric)} | "
         f"{_paper_cell(row.paper, metric)} | {_cell(row.bests, metric)} | "
         f"{len(row.medians)}/{row.expected} ({seeds}) | {row.summary_last_n} | {row.num_steps} | "
-        f"{row.hardware} | {row.dates} | {hours} | {_percent_cell(row.pseudo_label_accs)} | "
-        f"{_percent_cell(row.mask_rates)} |")
+        f"{row.hardware} | {row.dates} | {hours} | "
+        # Fractions shown as percentages (never turned into error rates).
+        f"{_cell(row.pseudo_label_accs, 'accuracy')} | {_cell(row.mask_rates, 'accuracy')} |")
   return "\n".join(lines)
 
 

@@ -14,8 +14,12 @@ import argparse
 import glob
 import json
 import os
+import sys
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fixmatch_jax import summarize  # noqa: E402  (no JAX import)
 
 
 def _load(path: str):
@@ -23,17 +27,6 @@ def _load(path: str):
     return None
   with open(path) as f:
     return json.load(f)
-
-
-def _last_logged(workdir: str, key: str):
-  """The last logged value of a train metric in metrics.jsonl (FixMatch's pseudo-label
-  accuracy: of the masked pseudo-labels, over the last logging interval), or None."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    values = [row[key] for row in map(json.loads, filter(str.strip, f)) if key in row]
-  return values[-1] if values else None
 
 
 def _partial_rounds(seed_dir: str):
@@ -60,8 +53,9 @@ def collect(seed_dir: str) -> dict[str, dict]:
     summary = _load(os.path.join(seed_dir, workdir, "summary.json"))
     if summary is not None:
       rows[name] = {"test_acc": summary["acc_ema_final"], "seconds": summary["wall_seconds"],
-                    "pl_acc": _last_logged(os.path.join(seed_dir, workdir),
-                                           "train/pseudo_label_acc")}
+                    # FixMatch's: the masked pseudo-labels of the last logging interval.
+                    "pl_acc": summarize.load_run(os.path.join(seed_dir, workdir))
+                                       .last_logged(summarize.PSEUDO_LABEL_ACC)}
 
   run("supervised teacher", "teacher")
   for index, record in sorted(_partial_rounds(seed_dir).items()):
