@@ -1,12 +1,14 @@
 """Experiment configs: built through the absl flag parser, carrying the papers' values."""
 
+import json
+import math
 import os
 
 import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from fixmatch_jax import configs
+from fixmatch_jax import algorithms, configs, summarize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,10 +116,6 @@ def test_family_table_configs_differ_only_in_the_algorithm():
   """experiments/fashion_mnist_family.py: one protocol; only the method (and its own
   hyperparameters) changes between the ten columns of the table, and its runs script asks
   for all 10 methods x {40, 250} labels x seeds 1-3."""
-  import json  # noqa: PLC0415
-  import math  # noqa: PLC0415
-
-  from fixmatch_jax import algorithms, summarize  # noqa: PLC0415
   path = os.path.join(REPO, "experiments", "fashion_mnist_family.py")
   methods = ("supervised", "pseudo_label", "entmin", "pi_model", "mean_teacher", "uda",
              "arazo", "fixmatch", "flexmatch", "freematch")
@@ -154,7 +152,6 @@ def test_family_table_configs_differ_only_in_the_algorithm():
 def test_every_runs_script_expands_to_valid_distinct_runs(script, tmp_path, monkeypatch):
   """Each table's script (experiments/runs/*.sh) names at least one run, no workdir twice,
   and every run's --config builds and validates (so a table never waits on a typo)."""
-  from fixmatch_jax import summarize  # noqa: PLC0415
   monkeypatch.chdir(REPO)
   runs = summarize.expected_runs(os.path.join("experiments", "runs", script),
                                  str(tmp_path / "runs"))

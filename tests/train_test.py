@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from fixmatch_jax import checkpointing, metrics, steps, train
+from fixmatch_jax import checkpointing, main, metrics, steps, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "experiments"))
@@ -118,7 +118,6 @@ def test_command_line_run(tmp_path):
 
 
 def test_compilation_cache_dir_flag_env_and_default(monkeypatch):
-  from fixmatch_jax import main  # noqa: PLC0415
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   assert main.compilation_cache_dir(None).endswith(os.path.join(".cache", "fixmatch_jax", "jax"))
   monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/x/cache")
