@@ -7,11 +7,15 @@ times, each in a fresh subprocess so device settings cannot leak between them:
   - ours with one XLA device per core (the CPU default of fixmatch_jax.main),
   - ours with a single XLA device (JAX's own default),
   - the peer `../shared/peers/torch_fixmatch_step.py`, with and without --channels-last.
+Ours runs with glibc's malloc arenas capped at 2 (`--arenas`; fixmatch_jax.main's
+`--malloc_arena_max` default) unless told otherwise; `--repeats N` runs every
+configuration, the peer's included, in N fresh processes and reports the median peak RSS.
 The step is the real `steps.train_step` (one forward/backward over
 concat[labelled, weak, strong], thresholded pseudo-label loss, SGD-Nesterov with L2
 on kernels, EMA), fed random uint8 images already on the device. Prints a table and
 one JSON line per measurement (median step time over `--steps` steps after a warm-up
-step that includes compilation; peak RSS of the process).
+step that includes compilation; peak RSS of the process, read before anything else is
+compiled).
 """
 
 from __future__ import annotations
@@ -89,7 +93,6 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
 
   imports_mb = _rss_peak_mb()
   step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype)
-  analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
   times = []
   for _ in range(steps + 1):
     start = time.perf_counter()
@@ -98,6 +101,9 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
     times.append(time.perf_counter() - start)
   median = statistics.median(times[1:])
   peak = _rss_peak_mb()
+  # After the peak is read: compiling (or loading) a second copy of the step for its buffer
+  # assignment adds memory a training run never uses.
+  analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
   return {
       "impl": "jax", "devices": len(jax.devices()), "batch": batch, "mu": mu,
       "conv_bias": conv_bias, "dtype": dtype or "float32", "first_step_s": round(times[0], 4),
@@ -128,6 +134,18 @@ def subprocess_json(cmd: list[str], env: dict[str, str]) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def repeated(cmd: list[str], env: dict[str, str], repeats: int) -> dict:
+  """Runs `cmd` `repeats` times, each a fresh process; the row of the median step time,
+  with the peak RSS replaced by the median over the processes (and its range kept)."""
+  rows = [subprocess_json(cmd, env) for _ in range(repeats)]
+  peaks = [r["peak_rss_mb"] for r in rows]
+  row = dict(sorted(rows, key=lambda r: r["median_step_s"])[(repeats - 1) // 2])
+  row["peak_rss_mb"] = round(statistics.median(peaks), 1)
+  row["peak_rss_mb_runs"] = peaks
+  row["repeats"] = repeats
+  return row
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batches", default="8,64")
@@ -144,16 +162,27 @@ def main() -> None:
   parser.add_argument("--devices", default=None,
                       help="XLA device counts for ours, e.g. '2' (default: cores and 1).")
   parser.add_argument("--no-peer", action="store_true", help="Skip the PyTorch peer.")
+  parser.add_argument("--arenas", default="2",
+                      help="glibc malloc arena caps for ours, e.g. '2,0' (2: the default of "
+                           "fixmatch_jax.main's --malloc_arena_max; 0: glibc's own default).")
+  parser.add_argument("--repeats", type=int, default=1,
+                      help="Fresh processes per configuration (ours and the peer alike); the "
+                           "table gives the median peak RSS and the run of median step time. "
+                           "A process's peak RSS varies by ~10% from run to run.")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
 
   if args.worker:
+    from fixmatch_jax.main import limit_malloc_arenas  # noqa: PLC0415
+    arenas = int(os.environ.get("BENCH_STEP_ARENAS", "0"))
+    limit_malloc_arenas(arenas)  # First: before JAX starts its threads.
     cache = os.environ.get("BENCH_STEP_CACHE")
-    if cache:  # Before anything is compiled.
-      import jax
-      jax.config.update("jax_compilation_cache_dir", cache)
+    if cache:  # Before anything is compiled; as fixmatch_jax.main does.
+      from fixmatch_jax.main import use_compilation_cache  # noqa: PLC0415
+      use_compilation_cache(cache)
     row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias)
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
+    row["malloc_arena_max"] = arenas
     print(json.dumps(row))
     return
 
@@ -164,22 +193,24 @@ def main() -> None:
   for batch in (int(b) for b in args.batches.split(",")):
     device_counts = ([int(d) for d in args.devices.split(",")] if args.devices
                      else sorted({cores, 1}, reverse=True))
-    for devices in device_counts:
+    for devices, arenas in ((d, a) for d in device_counts
+                            for a in (int(a) for a in args.arenas.split(","))):
       env = dict(os.environ, XLA_FLAGS=cpu_xla_flags(devices), JAX_PLATFORMS="cpu",
-                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, BENCH_STEP_ARENAS=str(arenas))
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
       cmd += ["--conv-bias"] if args.conv_bias else []
-      rows.append(subprocess_json(cmd, env))
+      rows.append(repeated(cmd, env, args.repeats))
       if args.warm_cache:
         with tempfile.TemporaryDirectory() as cache:
           subprocess_json(cmd, dict(env, BENCH_STEP_CACHE=cache))  # Fills the cache.
-          rows.append(subprocess_json(cmd, dict(env, BENCH_STEP_CACHE=cache, BENCH_STEP_WARM="1")))
+          rows.append(repeated(cmd, dict(env, BENCH_STEP_CACHE=cache, BENCH_STEP_WARM="1"),
+                               args.repeats))
     for channels_last in (() if args.no_peer else (False, True)):
       cmd = [sys.executable, args.peer, f"--batch={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
-      row = subprocess_json(cmd + (["--channels-last"] if channels_last else []),
-                            dict(os.environ))
+      row = repeated(cmd + (["--channels-last"] if channels_last else []),
+                     dict(os.environ), args.repeats)
       row["imports_rss_mb"] = torch_imports_mb
       row["step_rss_mb"] = round(row["peak_rss_mb"] - torch_imports_mb, 1)
       rows.append(row)
@@ -193,6 +224,8 @@ def main() -> None:
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for row in rows:
     warm = ", warm compilation cache" if row.get("compilation_cache") == "warm" else ""
+    arenas = row.get("malloc_arena_max")
+    warm += f", malloc arenas <= {arenas}" if arenas else ", glibc's malloc arenas"
     name = (f"ours, {row['devices']} XLA device(s){warm}" if row.get("impl") == "jax" else
             f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else ""))
     images = row["batch"] * (1 + 2 * row["mu"])
