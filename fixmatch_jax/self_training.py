@@ -217,4 +217,7 @@ def run_rounds(config: ml_collections.ConfigDict, workdir: str,
     save_json(os.path.join(workdir, RESULTS_FILE + ".partial"), records)
     previous = (student, round_dir)
   save_json(os.path.join(workdir, RESULTS_FILE), records)
+  # The rounds so far, for a reader while the driver runs; the final file supersedes it.
+  if os.path.exists(os.path.join(workdir, RESULTS_FILE + ".partial")):
+    os.remove(os.path.join(workdir, RESULTS_FILE + ".partial"))
   return records

@@ -111,3 +111,4 @@ def test_round_driver_resumes_at_the_round_and_step(tmp_path, monkeypatch):
   assert 0 < records[1]["num_selected"] <= 80
   assert 0.0 <= records[1]["pseudo_label_acc"] <= 1.0
   assert json.load(open(tmp_path / self_training.RESULTS_FILE)) == records
+  assert not os.path.exists(tmp_path / (self_training.RESULTS_FILE + ".partial"))
