@@ -103,13 +103,41 @@ def test_validate_names_the_bad_value(key, value, match):
 @pytest.mark.parametrize("arg", [
     "fashion_mnist.py:algorithm=fixmatch,labels=40", "fashion_mnist.py:algorithm=supervised",
     "digits.py:algorithm=fixmatch,labels=50", "digits.py:algorithm=supervised",
-    "tiny.py", "fixmatch_svhn.py:labels=250,extra=true"])
+    "tiny.py", "fixmatch_svhn.py:labels=250,extra=true",
+    "fashion_mnist_15min.py:algorithm=fixmatch,labels=250",
+    "fashion_mnist_15min.py:algorithm=supervised,labels=40"])
 def test_cpu_and_variant_configs_build_and_validate(arg):
   config = parse([f"--config={os.path.join(REPO, 'experiments', arg)}"])
   configs.validate(config)
   assert config.algorithm in ("fixmatch", "supervised")
   if config.algorithm == "supervised":
     assert "threshold" not in config.algo
+
+
+def test_15min_table_differs_from_the_fashion_mnist_recipe_only_where_documented():
+  """experiments/fashion_mnist_15min.py is experiments/fashion_mnist.py with the changes its
+  docstring lists (mu 3, lr 0.1, 4800 steps, FixMatch's tau 0.9, evaluations every 400 with
+  the median of the last 4), and the two algorithms of a row share everything but the
+  algorithm and its own hyperparameters."""
+  base = os.path.join(REPO, "experiments", "fashion_mnist.py")
+  fast = os.path.join(REPO, "experiments", "fashion_mnist_15min.py")
+  for algorithm in ("fixmatch", "supervised"):
+    old = summarize.flatten(json.loads(parse(
+        [f"--config={base}:algorithm={algorithm},labels=250,steps=4800"]).to_json_best_effort()))
+    new = summarize.flatten(json.loads(parse(
+        [f"--config={fast}:algorithm={algorithm},labels=250"]).to_json_best_effort()))
+    changed = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    expected = {"data.mu": (7, 3), "optim.lr": (0.03, 0.1),
+                "train.eval_every_steps": (100, 400), "train.summary_last_n": (5, 4)}
+    if algorithm == "fixmatch":
+      expected["algo.threshold"] = (0.95, 0.9)
+    assert changed == expected
+    assert new["train.num_steps"] == new["optim.decay_steps"] == 4800
+  pair = [summarize.flatten(json.loads(parse(
+      [f"--config={fast}:algorithm={a},labels=250"]).to_json_best_effort()))
+          for a in ("fixmatch", "supervised")]
+  shared = {k for k in pair[0] if not k.startswith("algo")} - {"algorithm"}
+  assert {k for k in shared if pair[0].get(k) != pair[1].get(k)} == set()
 
 
 def test_family_table_configs_differ_only_in_the_algorithm():

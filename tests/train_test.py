@@ -45,6 +45,10 @@ def test_runs_writes_metrics_checkpoints_and_summary(tmp_path):
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
   assert 0.0 <= summary["acc_ema_median_last20"] <= 1.0
+  # Re-launching the finished run trains nothing and keeps its summary (and wall time).
+  train.train_and_evaluate(tiny_config(steps=6), workdir)
+  with open(os.path.join(workdir, "summary.json")) as f:
+    assert json.load(f) == summary
 
 
 def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
