@@ -168,7 +168,7 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=1,
                       help="Fresh processes per configuration (ours and the peer alike); the "
                            "table gives the median peak RSS and the run of median step time. "
-                           "A process's peak RSS varies by ~10% from run to run.")
+                           "A process's peak RSS varies by ~10%% from run to run.")
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
 

@@ -18,6 +18,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fixmatch_jax.models.batch_norm import BatchNorm
+
 from fixmatch_jax.models.wide_resnet import conv_kernel_init, dense_kernel_init, to_model_input
 
 
@@ -48,7 +50,7 @@ class CNN13(nn.Module):
     def conv_bn_lrelu(x, filters, kernel, padding, name):
       x = nn.Conv(filters, (kernel, kernel), padding=padding, use_bias=False,
                   kernel_init=conv_kernel_init, dtype=self.dtype, name=f"conv{name}")(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+      x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                        epsilon=self.bn_epsilon, dtype=self.dtype, name=f"bn{name}")(x)
       return nn.leaky_relu(x, self.leaky_slope)
 

@@ -11,6 +11,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fixmatch_jax.models.batch_norm import BatchNorm
+
 from fixmatch_jax.models.wide_resnet import conv_kernel_init, dense_kernel_init, to_model_input
 
 
@@ -46,7 +48,7 @@ class SmallCNN(nn.Module):
       # No conv bias: the BatchNorm that follows would cancel it.
       x = nn.Conv(filters, (3, 3), strides=(strides, strides), padding="SAME", use_bias=False,
                   kernel_init=conv_kernel_init, dtype=self.dtype, name=f"conv{index}")(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+      x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                        epsilon=self.bn_epsilon, dtype=self.dtype, name=f"bn{index}")(x)
       x = nn.leaky_relu(x, self.leaky_slope)
     embedding = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)

@@ -21,6 +21,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fixmatch_jax.models.batch_norm import BatchNorm
+
 # He initialisation over the fan-out, untruncated, as tf.random_normal_initializer with
 # stddev = sqrt(2 / (k * k * c_out)) in the official code.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -62,7 +64,7 @@ class ResidualBlock(nn.Module):
     conv = lambda filters, size, strides, name: nn.Conv(
         filters, (size, size), strides=(strides, strides), padding="SAME",
         use_bias=self.conv_bias, kernel_init=conv_kernel_init, dtype=self.dtype, name=name)
-    norm = lambda name: nn.BatchNorm(
+    norm = lambda name: BatchNorm(
         use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
         dtype=self.dtype, name=name)
     activated = nn.leaky_relu(norm("bn1")(x), self.leaky_slope)
@@ -151,7 +153,7 @@ class WideResNet(nn.Module):
             filters, strides=2 if first and group > 0 else 1,
             activate_before_residual=first and group == 0,
             name=f"group{group}_block{block}", **block_options)(x, train)
-    x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+    x = BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                      epsilon=self.bn_epsilon, dtype=self.dtype, name="bn_final")(x)
     x = nn.leaky_relu(x, self.leaky_slope)
     embedding = jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
