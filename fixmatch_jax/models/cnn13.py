@@ -19,7 +19,6 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fixmatch_jax.models.batch_norm import BatchNorm
-
 from fixmatch_jax.models.wide_resnet import conv_kernel_init, dense_kernel_init, to_model_input
 
 

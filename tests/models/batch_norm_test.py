@@ -28,7 +28,7 @@ def test_same_variables_as_flax():
   a = ours(True).init(jax.random.PRNGKey(0), x)
   b = flax_bn(True).init(jax.random.PRNGKey(0), x)
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+  for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
     assert u.dtype == v.dtype and u.shape == v.shape
     np.testing.assert_array_equal(u, v)
 
@@ -55,7 +55,8 @@ def test_training_output_gradients_and_statistics_match_flax():
   y_ours, stats_ours, grads_ours = run(ours)
   y_flax, stats_flax, grads_flax = run(flax_bn)
   np.testing.assert_allclose(y_ours, y_flax, rtol=1e-5, atol=1e-5)
-  for a, b in zip(jax.tree.leaves((stats_ours, grads_ours)), jax.tree.leaves((stats_flax, grads_flax))):
+  ours_leaves = jax.tree.leaves((stats_ours, grads_ours))
+  for a, b in zip(ours_leaves, jax.tree.leaves((stats_flax, grads_flax)), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
   # And against the formula itself: biased batch variance, momentum update.
   flat = np.asarray(x).reshape(-1, 3)
