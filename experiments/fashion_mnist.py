@@ -21,16 +21,4 @@ from fixmatch_jax import configs
 
 
 def get_config(arg=None):
-  args = configs.parse_arg(arg, algorithm="fixmatch", labels=40, seed=1, steps=1200,
-                          strong="randaugment")
-  config = configs.short_run(
-      "fashion_mnist_local", algorithm=args.algorithm, num_labels=args.labels, seed=args.seed,
-      num_steps=args.steps, batch_size=32, eval_every_steps=100, summary_last_n=5)
-  config.model.name = "wrn10_1"
-  config.data.eval_batch_size = 1000
-  config.train.checkpoint_every_steps = 1000
-  if args.strong == "ctaugment":
-    configs.use_ctaugment(config)
-  elif args.strong != "randaugment":
-    raise ValueError(f"strong={args.strong!r}: choose randaugment or ctaugment.")
-  return config
+  return configs.fashion_mnist_cpu(arg, steps=1200)

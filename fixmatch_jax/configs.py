@@ -320,3 +320,28 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
   config.train.summary_last_n = summary_last_n
   config.train.checkpoint_every_steps = max(eval_every_steps, num_steps // 3)
   return config
+
+
+def fashion_mnist_cpu(arg: str | None, *, steps: int, mu: int = 7, eval_every_steps: int = 100,
+                      summary_last_n: int = 5) -> ml_collections.ConfigDict:
+  """The Fashion-MNIST CPU protocol shared by experiments/fashion_mnist*.py.
+
+  `short_run` on the local Fashion-MNIST files with WRN-10-1, B = 32, evaluation batches of
+  1000 and a checkpoint every 1000 steps. `arg` is the experiment's argument string:
+  algorithm (fixmatch), labels (40), seed (1), steps (`steps`), strong (randaugment or
+  ctaugment: FixMatch (RA) or (CTA)).
+  """
+  args = parse_arg(arg, algorithm="fixmatch", labels=40, seed=1, steps=steps,
+                   strong="randaugment")
+  config = short_run(
+      "fashion_mnist_local", algorithm=args.algorithm, num_labels=args.labels, seed=args.seed,
+      num_steps=args.steps, batch_size=32, eval_every_steps=eval_every_steps,
+      summary_last_n=summary_last_n, mu=mu)
+  config.model.name = "wrn10_1"
+  config.data.eval_batch_size = 1000
+  config.train.checkpoint_every_steps = 1000
+  if args.strong == "ctaugment":
+    use_ctaugment(config)
+  elif args.strong != "randaugment":
+    raise ValueError(f"strong={args.strong!r}: choose randaugment or ctaugment.")
+  return config

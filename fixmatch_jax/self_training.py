@@ -192,6 +192,7 @@ def run_rounds(config: ml_collections.ConfigDict, workdir: str,
               "train_seconds_this_call": round(seconds, 1),
               "train_wall_seconds": summary["wall_seconds"]}]
   previous = (config.teacher, teacher_workdir)
+  partial_path = os.path.join(workdir, RESULTS_FILE + ".partial")
   for round_index in range(1, config.rounds + 1):
     round_dir = os.path.abspath(os.path.join(workdir, f"round{round_index}"))
     targets_path = os.path.join(round_dir, TARGETS_FILE)
@@ -214,10 +215,10 @@ def run_rounds(config: ml_collections.ConfigDict, workdir: str,
     record.update(test_acc=summary["acc_ema_final"], train_wall_seconds=summary["wall_seconds"],
                   train_seconds_this_call=round(seconds, 1))
     records.append(record)
-    save_json(os.path.join(workdir, RESULTS_FILE + ".partial"), records)
+    # The rounds so far, for a reader while the driver runs; the final file supersedes it.
+    save_json(partial_path, records)
     previous = (student, round_dir)
   save_json(os.path.join(workdir, RESULTS_FILE), records)
-  # The rounds so far, for a reader while the driver runs; the final file supersedes it.
-  if os.path.exists(os.path.join(workdir, RESULTS_FILE + ".partial")):
-    os.remove(os.path.join(workdir, RESULTS_FILE + ".partial"))
+  if os.path.exists(partial_path):
+    os.remove(partial_path)
   return records

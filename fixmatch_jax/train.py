@@ -306,17 +306,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   checkpointer.close()
   logger.flush()
   logger.close()
-  summary = metrics.summarize(metrics.read(workdir), config.train.summary_last_n)
-  # Wall time of this invocation (set-up, compilation, training, evaluation); a resumed
-  # run counts only its own part.
-  summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-  summary["resumed_from_step"] = start_step
   summary_path = os.path.join(workdir, SUMMARY_FILE)
   if start_step >= num_steps and os.path.exists(summary_path):
     # Re-launched after it finished: nothing was trained, and the summary written at the
     # end keeps the run's real wall time (this call's would be seconds).
     logging.info("The run had already finished; %s kept.", summary_path)
-  elif len(summary) > 2 and jax.process_index() == 0 and step == num_steps:
+    return state
+  summary = metrics.summarize(metrics.read(workdir), config.train.summary_last_n)
+  # Wall time of this invocation (set-up, compilation, training, evaluation); a resumed
+  # run counts only its own part.
+  summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+  summary["resumed_from_step"] = start_step
+  if len(summary) > 2 and jax.process_index() == 0 and step == num_steps:
     with open(summary_path, "w") as f:
       json.dump(summary, f, indent=2)
     logging.info("Summary (median of the last %d EMA evaluations = the paper's number): %s",

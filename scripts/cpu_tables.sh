@@ -3,8 +3,11 @@
 # (whatever runs exist; missing and unfinished ones are listed under each table).
 # Usage: bash scripts/cpu_tables.sh   (from the repository root; runs in runs/<table>/)
 set -euo pipefail
-for table in fashion_mnist_15min fashion_mnist fashion_mnist_family digits; do
-  doc="docs/${table%_15min}.md"   # the 15-minute table lives in docs/fashion_mnist.md
+# table (experiments/runs/<table>.sh) : the doc it is written into
+for entry in fashion_mnist_15min:fashion_mnist fashion_mnist:fashion_mnist \
+    fashion_mnist_family:fashion_mnist_family digits:digits; do
+  table=${entry%%:*}
+  doc="docs/${entry#*:}.md"
   python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \
     --view=both --write "${doc}"
   python -m fixmatch_jax.summarize --script="experiments/runs/${table}.sh" --metric=accuracy \

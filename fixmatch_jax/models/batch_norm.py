@@ -57,8 +57,5 @@ class BatchNorm(nn.Module):
         ra_var.value = self.momentum * ra_var.value + (1.0 - self.momentum) * var
     multiplier = jax.lax.rsqrt(var + self.epsilon) * scale
     offset = bias - mean * multiplier
-    dtype = self.dtype or x.dtype
-    if jnp.dtype(dtype) == jnp.float32 and x.dtype == jnp.float32:
-      return x * multiplier + offset
-    # Lower precision: normalise in float32 (as flax does), then cast.
-    return (x.astype(jnp.float32) * multiplier + offset).astype(dtype)
+    # Normalise in float32 (as flax does; both casts are no-ops for float32 inputs).
+    return (x.astype(jnp.float32) * multiplier + offset).astype(self.dtype or x.dtype)
