@@ -7,6 +7,7 @@ batches are sharded along their leading axis, the state is replicated, and XLA i
 cross-device reductions, so BatchNorm statistics and losses are over the global batch and a
 run on 1 or 64 devices computes the same function.
 """
+import collections
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,10 +29,54 @@ from fixmatch_jax.train_state import TrainState
 DATA_AXIS = "data"
 
 
+def concat_groups(groups: Sequence[jax.Array], num_shards: int) -> jax.Array:
+  """Concatenates image groups along the batch so that every device's shard stays local.
+
+  With the batch axis split into `num_shards` equal slices (one per device), a plain
+  concatenate puts, e.g., all labelled images on the first device, so XLA moves activations
+  between devices (all-to-all and collective-permute) before the forward pass. Here the
+  result is the concatenation of the groups' i-th slices, in shard order: the same images,
+  in another order, and each device concatenates only what it holds. Batch-wide operations
+  (BatchNorm statistics, means) do not depend on the order; `split_groups` undoes it.
+  """
+  if num_shards == 1 or any(g.shape[0] % num_shards for g in groups):
+    return jnp.concatenate(groups)
+  per_shard = [g.reshape(num_shards, g.shape[0] // num_shards, *g.shape[1:]) for g in groups]
+  merged = jnp.concatenate(per_shard, axis=1)
+  return merged.reshape(-1, *merged.shape[2:])
+
+
+def forward_groups(forward: Callable[..., Any], num_shards: int = 1) -> Callable[..., Any]:
+  """`forward(params, images, **kw)` that also takes a tuple of image groups.
+
+  Given a tuple, one pass over `concat_groups(groups)` (BatchNorm sees every group) returns
+  (list of the groups' logits, batch_stats); a single array passes straight through.
+  """
+  def grouped(params, images, **kwargs):
+    if not isinstance(images, (tuple, list)):
+      return forward(params, images, **kwargs)
+    logits, batch_stats = forward(params, concat_groups(images, num_shards), **kwargs)
+    return split_groups(logits, [g.shape[0] for g in images], num_shards), batch_stats
+  return grouped
+
+
+def split_groups(x: jax.Array, sizes: Sequence[int], num_shards: int) -> list[jax.Array]:
+  """Inverse of `concat_groups`: the rows of each group (sizes in order), in their order."""
+  if num_shards == 1 or any(n % num_shards for n in sizes):
+    return jnp.split(x, np.cumsum(sizes)[:-1].tolist())
+  per_shard = x.reshape(num_shards, -1, *x.shape[1:])
+  parts, start = [], 0
+  for n in sizes:
+    part = per_shard[:, start:start + n // num_shards]
+    parts.append(part.reshape(n, *x.shape[1:]))
+    start += n // num_shards
+  return parts
+
+
 def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
                algorithm: Algorithm, tx: optax.GradientTransformation,
-               lr_fn: optax.Schedule,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jax.Array]]:
+               lr_fn: optax.Schedule, config: ml_collections.ConfigDict,
+               num_shards: int = 1) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimizer update: algorithm loss, gradient, optimizer, EMA of the parameters.
 
   Args:
@@ -43,6 +88,8 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
     lr_fn: the learning-rate schedule of `tx`, for logging.
     config: the run config; reads config.algo (passed to the loss) and config.optim.ema_decay
       (and config.data.strong.decay with CTAugment).
+    num_shards: how many equal slices (devices) the batch axis is split into; a forward
+      over several image groups concatenates them slice by slice (`concat_groups`).
 
   Returns:
     (new state, metrics): metrics are device arrays ("train/loss", "train/lr",
@@ -52,7 +99,7 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
       jax.random.wrap_key_data(state.rng, impl=state.rng_impl), state.step)
   dropout_key, algo_key = jax.random.split(step_key)
 
-  def forward(params, images, *, train, rngs=None, batch_stats=None):
+  def forward_one(params, images, *, train, rngs=None, batch_stats=None):
     variables = {"params": params,
                  "batch_stats": state.batch_stats if batch_stats is None else batch_stats}
     if not train:
@@ -61,6 +108,8 @@ def train_step(state: TrainState, batch: dict[str, Any], *, model: nn.Module,
     logits, updates = model.apply(variables, images, train=True, rngs=rngs,
                                   mutable=["batch_stats"])
     return logits, updates.get("batch_stats", {})
+
+  forward = forward_groups(forward_one, num_shards)
 
   # Only algorithms that declare it (Mean Teacher) receive the EMA teacher: the other
   # loss_fns keep the documented keyword set.
@@ -129,6 +178,35 @@ def eval_step(params: Any, batch_stats: Any, batch: dict[str, Any], *,
   }
 
 
+class DispatchWindow:
+  """Keeps at most `limit` dispatched steps unfinished: a loop's guard against deadlock.
+
+  A jitted call returns as soon as its work is queued, so a loop that dispatches faster than
+  the devices compute (a fixed batch, or an input pipeline ahead of the step) queues steps
+  without bound. With several XLA:CPU host devices (JAX 0.10.2) that deadlocks once about
+  32 programs are queued per device: one device's part of a step waits for an execution
+  slot while the other device's part waits for it inside a cross-device reduction, until
+  XLA aborts the process (`scripts/repro_dispatch_deadlock.py` shows it in a few seconds).
+  `push` each step's output; it waits for the output pushed `limit` steps earlier. Any limit
+  of 2 or more keeps the devices busy, so this costs no speed.
+  """
+
+  def __init__(self, limit: int = 4):
+    if limit < 1:
+      raise ValueError(f"DispatchWindow limit={limit}: must be at least 1.")
+    self.limit = limit
+    self._outputs: collections.deque = collections.deque()
+
+  def push(self, output: Any) -> None:
+    """Records a just-dispatched step's output (any pytree of device arrays)."""
+    self._outputs.append(output)
+    while len(self._outputs) > self.limit:
+      jax.block_until_ready(self._outputs.popleft())
+
+  def __len__(self) -> int:
+    return len(self._outputs)
+
+
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
   """A 1-D ("data",) mesh over `devices` (default: all devices of all processes)."""
   devices = jax.devices() if devices is None else list(devices)
@@ -167,7 +245,7 @@ def make_train_step(model: nn.Module, algorithm: Algorithm, tx: optax.GradientTr
   """
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   step = functools.partial(train_step, model=model, algorithm=algorithm, tx=tx, lr_fn=lr_fn,
-                           config=config)
+                           config=config, num_shards=mesh.shape[DATA_AXIS])
   return jax.jit(step, in_shardings=(replicated, sharded),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 

@@ -251,6 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
       checkpointer.pending_metrics(start_step) if restored is not None else [])
   last_log_time, last_log_step = time.perf_counter(), start_step
   step = last_checked_step = start_step
+  in_flight = steps.DispatchWindow()  # Unbounded queues of steps deadlock XLA:CPU.
   with _Preemption() as preemption:
     while step < num_steps:
       batch = steps.shard_batch(mesh, next(train_iter))
@@ -260,6 +261,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
       if rate_board is not None:
         ctaugment_rates.publish(rate_board, step, rates)
       pending.append(step_metrics)  # Still on device: fetched at the next logging step.
+      in_flight.push(step_metrics)
       step += 1
 
       if step % config.train.log_every_steps == 0 or step == num_steps:

@@ -13,6 +13,8 @@ in one process, so machine load hits both alike (A B B A A B ...):
   (tf.data: gathers, weak and strong augmentation, prefetch), `steps.shard_batch` and the
   step; the pipeline's threads compete with the step for the same cores, as in training.
 
+Both modes keep at most a few steps queued (`steps.DispatchWindow`), as training does.
+
 Also times the pipeline alone (batches/s it can make with the step idle). The input
 pipeline's cost is (end-to-end time per step) / (step-alone time per step) - 1, in wall
 time and in this process's CPU time (all threads; the load-robust view on a shared
@@ -97,12 +99,14 @@ def main() -> None:
   def window(mode: str) -> float:
     nonlocal state
     start, cpu_start = time.perf_counter(), time.process_time()
+    in_flight = steps.DispatchWindow()  # As the training loop: a bounded queue of steps.
     for _ in range(args.steps):
       if mode == "pipeline_alone":
         jax.block_until_ready(next(train_iter))
         continue
       batch = fixed_batch if mode == "step_alone" else steps.shard_batch(mesh, next(train_iter))
       state, step_metrics = train_fn(state, batch)
+      in_flight.push(step_metrics)
     jax.block_until_ready(state)
     cpu[mode].append((time.process_time() - cpu_start) / args.steps)
     return (time.perf_counter() - start) / args.steps

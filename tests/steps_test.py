@@ -5,6 +5,10 @@ over the global batch), a direct model.apply over concat[labelled, weak, strong]
 BatchNorm statistics, the EMA formula, NumPy for evaluation counts, and a second run from
 the same seed.
 """
+import os
+import subprocess
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -227,3 +231,67 @@ def test_shard_batch_and_replicate():
   assert replicated["w"].sharding.is_fully_replicated
   jax.jit(lambda tree: tree, donate_argnums=0)(replicated)
   np.testing.assert_array_equal(original["w"], 1.0)  # not aliased by the donated copy
+
+
+def test_concat_groups_keeps_each_devices_rows_local_and_split_undoes_it():
+  groups = [np.arange(4) + 100, np.arange(8) + 200, np.arange(8) + 300]
+  merged = np.asarray(steps.concat_groups([jnp.asarray(g) for g in groups], num_shards=4))
+  # Device d's quarter of the result is the concatenation of each group's d-th quarter.
+  expected = np.concatenate([np.concatenate([g.reshape(4, -1)[d] for g in groups])
+                             for d in range(4)])
+  np.testing.assert_array_equal(merged, expected)
+  for split, group in zip(steps.split_groups(jnp.asarray(merged), [4, 8, 8], num_shards=4),
+                          groups, strict=True):
+    np.testing.assert_array_equal(split, group)
+  # One shard, or sizes the shards do not divide: the plain concatenation.
+  np.testing.assert_array_equal(steps.concat_groups(groups, 1), np.concatenate(groups))
+  odd = [np.arange(3), np.arange(5)]
+  np.testing.assert_array_equal(steps.concat_groups(odd, 4), np.concatenate(odd))
+  assert [list(x) for x in steps.split_groups(jnp.arange(8), [3, 5], 4)] == [
+      [0, 1, 2], [3, 4, 5, 6, 7]]
+
+
+def test_four_device_step_moves_no_images_between_devices(setup):
+  """The only cross-device traffic of the step is reductions (gradients, BatchNorm, means).
+
+  A plain concatenate of [labelled, weak, strong] would put all labelled images on the
+  first device and make XLA shuffle images with all-to-all / collective-permute.
+  """
+  mesh, step = setup.step_fn(4)
+  state = steps.replicate(mesh, setup.initial_state)
+  text = step.lower(state, steps.shard_batch(mesh, make_batch())).compile().as_text()
+  assert " all-reduce(" in text or " all-reduce-start(" in text
+  for op in ("all-to-all", "collective-permute", "all-gather"):
+    assert f" {op}(" not in text and f" {op}-start(" not in text, op
+
+
+def test_dispatch_window_waits_for_the_output_pushed_limit_steps_earlier():
+  class Output:
+    def __init__(self):
+      self.waited = False
+
+    def block_until_ready(self):
+      self.waited = True
+      return self
+
+  window, outputs = steps.DispatchWindow(limit=2), [Output() for _ in range(4)]
+  for i, output in enumerate(outputs):
+    window.push(output)
+    assert len(window) == min(i + 1, 2)
+  assert [o.waited for o in outputs] == [True, True, False, False]
+  with pytest.raises(ValueError, match="at least 1"):
+    steps.DispatchWindow(limit=0)
+
+
+def test_dispatch_window_prevents_the_xla_cpu_collective_deadlock():
+  """2000 back-to-back steps with an all-reduce on 2 host devices finish (a child process).
+
+  Without the window (`--limit 0`) the same loop stalls on JAX 0.10.2; the script's
+  docstring has the measurement.
+  """
+  script = os.path.join(os.path.dirname(os.path.dirname(__file__)), "scripts",
+                        "repro_dispatch_deadlock.py")
+  result = subprocess.run([sys.executable, script, "--limit", "4", "--timeout", "120"],
+                          capture_output=True, text=True, timeout=180)
+  assert result.returncode == 0, result.stdout + result.stderr
+  assert "done: 2000 steps" in result.stdout

@@ -9,6 +9,9 @@ An algorithm declares the unlabelled views it needs from the input pipeline and 
 - `forward(params, images, *, train, rngs=None, batch_stats=None) -> (logits, batch_stats)`;
   with train=True BatchNorm uses batch statistics and returns its updated moving averages;
   its default dropout rng is one key per step (pass `rngs` to vary it between calls);
+  `images` may be a tuple of image groups, e.g. (labelled, weak, strong): one pass over
+  all of them (BatchNorm sees them all) returns a list of their logits, group by group,
+  without moving images between devices (steps.concat_groups);
 - `algo_state`: the algorithm's own pytree kept in the TrainState (checkpointed);
 - `key`: a PRNG key for this step; `step`: the step number (int32 scalar, traced);
 - `cfg`: config.algo; `num_classes`: the model's number of classes;

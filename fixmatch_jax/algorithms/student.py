@@ -75,11 +75,8 @@ def loss_fn(params: Any, batch: dict[str, Any], *, forward, algo_state: Any, key
   """
   del key, step, num_classes
   labelled, unlabelled = batch["labelled"], batch["unlabelled"]
-  num_labelled = labelled["image"].shape[0]
-  logits, batch_stats = forward(
-      params, jnp.concatenate([labelled["image"], unlabelled[view]]), train=True)
-  logits = logits.astype(jnp.float32)
-  logits_labelled, logits_unlabelled = logits[:num_labelled], logits[num_labelled:]
+  logits, batch_stats = forward(params, (labelled["image"], unlabelled[view]), train=True)
+  logits_labelled, logits_unlabelled = (x.astype(jnp.float32) for x in logits)
   loss_sup = optax.softmax_cross_entropy_with_integer_labels(
       logits_labelled, labelled["label"]).mean()
   targets = algo_state["targets"][unlabelled["index"]]

@@ -64,13 +64,10 @@ def loss_fn(params: Any, batch: dict[str, Any], *, forward, algo_state: Any, key
   """
   del key
   labelled, unlabelled = batch["labelled"], batch["unlabelled"]
-  num_labelled, num_unlabelled = labelled["image"].shape[0], unlabelled["weak"].shape[0]
-  images = jnp.concatenate([labelled["image"], unlabelled["weak"], unlabelled["strong"]])
-  logits, batch_stats = forward(params, images, train=True)
-  logits = logits.astype(jnp.float32)
-  logits_labelled = logits[:num_labelled]
-  logits_weak = jax.lax.stop_gradient(logits[num_labelled:num_labelled + num_unlabelled])
-  logits_strong = logits[num_labelled + num_unlabelled:]
+  logits, batch_stats = forward(
+      params, (labelled["image"], unlabelled["weak"], unlabelled["strong"]), train=True)
+  logits_labelled, logits_weak, logits_strong = (x.astype(jnp.float32) for x in logits)
+  logits_weak = jax.lax.stop_gradient(logits_weak)
 
   per_example_sup = optax.softmax_cross_entropy_with_integer_labels(
       logits_labelled, labelled["label"])

@@ -10,7 +10,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fixmatch_jax import algorithms
+from fixmatch_jax import algorithms, steps
 from fixmatch_jax.algorithms import fixmatch
 
 NUM_CLASSES = 4
@@ -27,6 +27,7 @@ STRONG_LOGITS = [[0.5, -0.2, 0.1, 0.0], [1.0, 0.0, 0.0, 0.0],
 UNLABELLED_TRUE_LABELS = [0, 1, 3, 3]
 
 
+@steps.forward_groups
 def fake_forward(params, images, *, train, rngs=None, batch_stats=None):
   del rngs, batch_stats
   assert train and images.shape[0] == params["logits"].shape[0]

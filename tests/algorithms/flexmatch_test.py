@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fixmatch_jax import algorithms, checkpointing, configs, train_state
+from fixmatch_jax import algorithms, checkpointing, configs, steps, train_state
 from fixmatch_jax.algorithms import flexmatch
 
 NUM_CLASSES, NUM_EXAMPLES, TAU = 3, 6, 0.95
@@ -37,6 +37,7 @@ def cfg(**overrides):
   return config
 
 
+@steps.forward_groups
 def fake_forward(params, images, *, train, rngs=None, batch_stats=None):
   del rngs, batch_stats
   assert train and images.shape[0] == params["logits"].shape[0]

@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fixmatch_jax import algorithms, checkpointing, configs, train_state
+from fixmatch_jax import algorithms, checkpointing, configs, steps, train_state
 from fixmatch_jax.algorithms import freematch
 
 NUM_CLASSES, MOMENTUM = 3, 0.5
@@ -36,6 +36,7 @@ def cfg(**overrides):
   return config
 
 
+@steps.forward_groups
 def fake_forward(params, images, *, train, rngs=None, batch_stats=None):
   del rngs, batch_stats
   assert train and images.shape[0] == params["logits"].shape[0]

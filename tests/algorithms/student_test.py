@@ -5,7 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fixmatch_jax import algorithms
+from fixmatch_jax import algorithms, steps
 from fixmatch_jax.algorithms import rotation, student
 
 
@@ -25,6 +25,7 @@ def test_student_loss_is_labelled_ce_plus_weighted_ce_to_stored_targets():
                           "index": jnp.array([2, 3, 4]), "label": jnp.array([2, 0, 0])}}
   state = {"targets": jnp.asarray(targets), "weights": jnp.asarray(weights)}
 
+  @steps.forward_groups
   def forward(params, images, *, train, rngs=None, batch_stats=None):
     assert train and images.shape[0] == 5  # One pass over labelled + unlabelled.
     return params, {}

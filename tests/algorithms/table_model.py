@@ -8,6 +8,8 @@ sees which pass's BatchNorm statistics a loss kept.
 import jax.numpy as jnp
 import numpy as np
 
+from fixmatch_jax import steps
+
 NUM_CLASSES = 3
 LABELLED_ROWS, WEAK_ROWS, SECOND_ROWS = [0, 1], [2, 3, 4, 5], [6, 7, 8, 9]
 LABELS = [0, 2]
@@ -19,11 +21,15 @@ TABLE = np.array([
 ], np.float32)
 
 
-def forward(params, images, *, train, rngs=None, batch_stats=None):
+def forward_one(params, images, *, train, rngs=None, batch_stats=None):
   del rngs, batch_stats
   assert train
   rows = images[:, 0, 0, 0].astype(jnp.int32)
   return params["table"][rows], {"rows": rows}
+
+
+# As the train step's forward: also takes a tuple of image groups (one pass over all).
+forward = steps.forward_groups(forward_one)
 
 
 def images(rows):
