@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The runs behind docs/fashion_mnist.md's 15-minute table: FixMatch vs supervised-only on real
-# Fashion-MNIST, 40 and 250 labels, seed 1, 4800 steps at mu = 3, lr 0.1
+# Fashion-MNIST, 40 and 250 labels, seed 1, 6000 steps at mu = 3, lr 0.1
 # (experiments/fashion_mnist_15min.py); one run at a time on the machine (timings are per run).
 # Usage: bash experiments/runs/fashion_mnist_15min.sh [RUNS_DIR]   (default runs/fashion_mnist_15min)
 set -euo pipefail
