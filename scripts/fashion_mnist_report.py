@@ -13,15 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fixmatch_jax import metrics  # noqa: E402
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # Runs from a checkout without `pip install -e .`, like the others.
+
+from fixmatch_jax import metrics  # noqa: E402
 
 
 def main() -> None:
