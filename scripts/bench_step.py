@@ -7,8 +7,10 @@ times, each in a fresh subprocess so device settings cannot leak between them:
   - ours with one XLA device per core (the CPU default of fixmatch_jax.main),
   - ours with a single XLA device (JAX's own default),
   - the peer `../shared/peers/torch_fixmatch_step.py`, with and without --channels-last.
-Ours runs with glibc's malloc arenas capped at 2 (`--arenas`; fixmatch_jax.main's
-`--malloc_arena_max` default) unless told otherwise; `--repeats N` runs every
+Ours runs with the allocator fixmatch_jax.main picks (`--malloc auto`: tcmalloc when
+installed, else glibc with its arenas capped at 2, `--arenas`); `--malloc auto,glibc`
+adds the glibc rows for comparison, `--peer-malloc glibc,tcmalloc` runs the peer under
+both allocators (it runs as shipped, glibc, by default); `--repeats N` runs every
 configuration, the peer's included, in N fresh processes and reports the median peak RSS.
 The step is the real `steps.train_step` (one forward/backward over
 concat[labelled, weak, strong], thresholded pseudo-label loss, SGD-Nesterov with L2
@@ -34,13 +36,14 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from fixmatch_jax.main import cpu_xla_flags  # noqa: E402  (no JAX import at module level)
+# No JAX import at module level: the workers set XLA_FLAGS first.
+from fixmatch_jax.main import MALLOC_ENV, allocator_environment, cpu_xla_flags  # noqa: E402
 
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 
 
 def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
-               dtype: str | None = None) -> tuple:
+               dtype: str | None = None, cpu_weight_grad: bool = False) -> tuple:
   """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images."""
   import jax
   import numpy as np
@@ -51,6 +54,7 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu
   config.model.conv_bias = conv_bias
+  config.model.cpu_weight_grad = cpu_weight_grad
   if dtype:
     config.model.dtype = dtype
   model = models.create(config.model, 10)
@@ -79,7 +83,7 @@ def _rss_peak_mb() -> float:
 
 
 def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
-             dtype: str | None = None) -> dict:
+             dtype: str | None = None, cpu_weight_grad: bool = False) -> dict:
   """Times our jitted train step in this process (XLA_FLAGS already set by the parent).
 
   Memory, three ways: the process's peak RSS (what the peer reports too), the peak RSS
@@ -92,7 +96,8 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
   from fixmatch_jax import algorithms, models, optim, train_state  # noqa: F401
 
   imports_mb = _rss_peak_mb()
-  step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype)
+  step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype,
+                                            cpu_weight_grad)
   times = []
   for _ in range(steps + 1):
     start = time.perf_counter()
@@ -106,7 +111,8 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
   analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
   return {
       "impl": "jax", "devices": len(jax.devices()), "batch": batch, "mu": mu,
-      "conv_bias": conv_bias, "dtype": dtype or "float32", "first_step_s": round(times[0], 4),
+      "conv_bias": conv_bias, "dtype": dtype or "float32", "cpu_weight_grad": cpu_weight_grad,
+      "first_step_s": round(times[0], 4),
       "median_step_s": round(median, 4),
       "images_per_s": round((batch + 2 * mu * batch) / median, 1),
       "peak_rss_mb": round(peak, 1), "imports_rss_mb": round(imports_mb, 1),
@@ -162,9 +168,19 @@ def main() -> None:
   parser.add_argument("--devices", default=None,
                       help="XLA device counts for ours, e.g. '2' (default: cores and 1).")
   parser.add_argument("--no-peer", action="store_true", help="Skip the PyTorch peer.")
+  parser.add_argument("--malloc", default="auto",
+                      help="Allocators for ours, e.g. 'auto,glibc' (fixmatch_jax.main's "
+                           "--malloc: auto = tcmalloc when installed, else glibc).")
+  parser.add_argument("--peer-malloc", default="glibc",
+                      help="Allocators for the peer, e.g. 'glibc,tcmalloc' (glibc: as shipped).")
+  parser.add_argument("--cpu-weight-grad", default="off",
+                      help="Our 3x3 weight gradients as matrix products on CPU "
+                           "(models/conv.py, the models' cpu_weight_grad option, off by "
+                           "default), e.g. 'off,on' for both.")
   parser.add_argument("--arenas", default="2",
-                      help="glibc malloc arena caps for ours, e.g. '2,0' (2: the default of "
-                           "fixmatch_jax.main's --malloc_arena_max; 0: glibc's own default).")
+                      help="glibc malloc arena caps for ours under glibc, e.g. '2,0' (2: the "
+                           "default of fixmatch_jax.main's --malloc_arena_max; 0: glibc's "
+                           "own default).")
   parser.add_argument("--repeats", type=int, default=1,
                       help="Fresh processes per configuration (ours and the peer alike); the "
                            "table gives the median peak RSS and the run of median step time. "
@@ -180,9 +196,11 @@ def main() -> None:
     if cache:  # Before anything is compiled; as fixmatch_jax.main does.
       from fixmatch_jax.main import use_compilation_cache  # noqa: PLC0415
       use_compilation_cache(cache)
-    row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias)
+    row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias,
+                   cpu_weight_grad=os.environ.get("BENCH_STEP_WGRAD", "off") == "on")
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
-    row["malloc_arena_max"] = arenas
+    row["malloc"] = os.environ.get(MALLOC_ENV, "glibc")
+    row["malloc_arena_max"] = arenas if row["malloc"] == "glibc" else None
     print(json.dumps(row))
     return
 
@@ -193,10 +211,15 @@ def main() -> None:
   for batch in (int(b) for b in args.batches.split(",")):
     device_counts = ([int(d) for d in args.devices.split(",")] if args.devices
                      else sorted({cores, 1}, reverse=True))
-    for devices, arenas in ((d, a) for d in device_counts
-                            for a in (int(a) for a in args.arenas.split(","))):
+    variants = [(d, m, a, w) for d in device_counts for m in args.malloc.split(",")
+                for a in (int(a) for a in args.arenas.split(","))
+                for w in args.cpu_weight_grad.split(",")]
+    for devices, malloc, arenas, wgrad in variants:
       env = dict(os.environ, XLA_FLAGS=cpu_xla_flags(devices), JAX_PLATFORMS="cpu",
-                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, BENCH_STEP_ARENAS=str(arenas))
+                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, BENCH_STEP_ARENAS=str(arenas),
+                 BENCH_STEP_WGRAD=wgrad, **allocator_environment(malloc))
+      if env[MALLOC_ENV] != "glibc" and arenas != int(args.arenas.split(",")[0]):
+        continue  # Arena caps are a glibc setting.
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
       cmd += ["--conv-bias"] if args.conv_bias else []
@@ -206,11 +229,15 @@ def main() -> None:
           subprocess_json(cmd, dict(env, BENCH_STEP_CACHE=cache))  # Fills the cache.
           rows.append(repeated(cmd, dict(env, BENCH_STEP_CACHE=cache, BENCH_STEP_WARM="1"),
                                args.repeats))
-    for channels_last in (() if args.no_peer else (False, True)):
+    peer_variants = [(c, m) for m in args.peer_malloc.split(",") for c in (False, True)]
+    for channels_last, malloc in ([] if args.no_peer else peer_variants):
       cmd = [sys.executable, args.peer, f"--batch={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
-      row = repeated(cmd + (["--channels-last"] if channels_last else []),
-                     dict(os.environ), args.repeats)
+      peer_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
+      peer_env.update(allocator_environment(malloc))
+      row = repeated(cmd + (["--channels-last"] if channels_last else []), peer_env,
+                     args.repeats)
+      row["malloc"] = peer_env[MALLOC_ENV]
       row["imports_rss_mb"] = torch_imports_mb
       row["step_rss_mb"] = round(row["peak_rss_mb"] - torch_imports_mb, 1)
       rows.append(row)
@@ -224,10 +251,16 @@ def main() -> None:
   print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
   for row in rows:
     warm = ", warm compilation cache" if row.get("compilation_cache") == "warm" else ""
+    malloc = row.get("malloc", "glibc")
     arenas = row.get("malloc_arena_max")
-    warm += f", malloc arenas <= {arenas}" if arenas else ", glibc's malloc arenas"
-    name = (f"ours, {row['devices']} XLA device(s){warm}" if row.get("impl") == "jax" else
-            f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else ""))
+    alloc = (", tcmalloc" if "tcmalloc" in malloc else
+             f", glibc malloc (arenas <= {arenas})" if arenas else ", glibc malloc")
+    if row.get("impl") == "jax":
+      wgrad = ", weight gradients as matrix products" if row.get("cpu_weight_grad") else ""
+      name = f"ours, {row['devices']} XLA device(s){alloc}{wgrad}{warm}"
+    else:
+      name = (f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else "")
+              + alloc)
     images = row["batch"] * (1 + 2 * row["mu"])
     xla = row.get("xla_total_mb_per_device")
     print(f"| {name} | {row['batch']} | {images} | {row['median_step_s']:.3f} | "

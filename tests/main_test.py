@@ -1,5 +1,5 @@
-"""The CLI's CPU defaults: one XLA host device per core, set before any backend starts, and
-the cap on glibc's malloc arenas."""
+"""The CLI's CPU defaults: one XLA host device per core, set before any backend starts,
+tcmalloc preloaded by a restart when installed, and the cap on glibc's malloc arenas."""
 
 import os
 import platform
@@ -58,7 +58,8 @@ def _arenas_after_threads_allocate(cap: int) -> int:
       "[t.start() for t in threads]; [t.join() for t in threads]\n"
       "libc.malloc_stats()\n"
       "print(applied)\n")
-  env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("MALLOC_ARENA_MAX", "LD_PRELOAD", main.MALLOC_ENV)}
   env.update(PYTHONPATH=REPO)
   out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                        check=True, timeout=120)
@@ -79,3 +80,57 @@ def test_malloc_arena_cap_yields_to_the_environment(monkeypatch):
   assert not main.limit_malloc_arenas(2)
   monkeypatch.delenv("MALLOC_ARENA_MAX")
   assert not main.limit_malloc_arenas(0)
+
+
+def test_allocator_choice_and_its_errors(monkeypatch):
+  assert main.allocator_library("glibc") is None
+  assert main.allocator_environment("glibc") == {main.MALLOC_ENV: "glibc"}
+  with pytest.raises(ValueError, match="Unknown allocator"):
+    main.allocator_library("jemalloc")
+  monkeypatch.setattr(main, "find_tcmalloc", lambda: None)
+  assert main.allocator_library("auto") is None  # Not installed: glibc, no error.
+  with pytest.raises(ValueError, match="apt-get install libtcmalloc-minimal4"):
+    main.allocator_library("tcmalloc")
+  if sys.platform.startswith("linux"):
+    monkeypatch.setattr(main, "find_tcmalloc", lambda: "libtcmalloc_minimal.so.4")
+    assert main.allocator_environment("auto") == {
+        main.MALLOC_ENV: "libtcmalloc_minimal.so.4", "LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+
+
+# Prints its PID, asks for the allocator of argv[1], then reports which malloc is mapped.
+RESTART = """
+import os, sys
+from fixmatch_jax import main
+print("pid", os.getpid(), flush=True)
+main.restart_with_allocator(sys.argv[1])
+with open("/proc/self/maps") as f:
+  mapped = "tcmalloc" if "tcmalloc" in f.read() else "glibc"
+print(mapped, os.environ.get(main.MALLOC_ENV), " ".join(sys.argv[1:]))
+"""
+
+
+def _restart(*args, **env):
+  clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", main.MALLOC_ENV)}
+  out = subprocess.run([sys.executable, "-c", RESTART, *args], capture_output=True, text=True,
+                       env=dict(clean, PYTHONPATH=REPO, **env), check=True, timeout=120)
+  lines = out.stdout.strip().splitlines()
+  return [line.split()[1] for line in lines if line.startswith("pid ")], lines[-1]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or main.find_tcmalloc() is None,
+                    reason="needs tcmalloc (.ci/run installs libtcmalloc-minimal4)")
+def test_restart_preloads_tcmalloc_in_the_same_process_with_the_same_arguments():
+  pids, last = _restart("auto", "--flag=1")
+  # The script ran twice (before and after the exec) as one process, with its arguments.
+  assert len(pids) == 2 and pids[0] == pids[1]
+  assert last.split()[0] == "tcmalloc" and "tcmalloc" in last.split()[1]
+  assert last.endswith("auto --flag=1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux's")
+def test_restart_leaves_glibc_and_a_users_preload_alone():
+  pids, last = _restart("glibc")
+  assert len(pids) == 1 and last.split()[:2] == ["glibc", "glibc"]
+  # The user's own LD_PRELOAD (here one that ld.so cannot find and skips) wins: no restart.
+  pids, last = _restart("auto", LD_PRELOAD="libnot-installed-here.so")
+  assert len(pids) == 1 and last.split()[:2] == ["glibc", "None"]

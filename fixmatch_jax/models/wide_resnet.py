@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from fixmatch_jax.models import conv as conv_lib
 from fixmatch_jax.models.batch_norm import BatchNorm
 
 # He initialisation over the fan-out, untruncated, as tf.random_normal_initializer with
@@ -48,6 +49,8 @@ class ResidualBlock(nn.Module):
     bn_epsilon: BatchNorm epsilon.
     leaky_slope: negative slope of the leaky ReLU.
     dtype: computation dtype (parameters stay float32).
+    cpu_weight_grad: on CPU, compute the 3x3 convolutions' weight gradients as matrix
+      products (`models/conv.py`; the same values); off by default (see there).
   """
 
   filters: int
@@ -58,12 +61,14 @@ class ResidualBlock(nn.Module):
   bn_epsilon: float = 1e-3
   leaky_slope: float = 0.1
   dtype: Any = jnp.float32
+  cpu_weight_grad: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda filters, size, strides, name: nn.Conv(
         filters, (size, size), strides=(strides, strides), padding="SAME",
-        use_bias=self.conv_bias, kernel_init=conv_kernel_init, dtype=self.dtype, name=name)
+        use_bias=self.conv_bias, kernel_init=conv_kernel_init, dtype=self.dtype, name=name,
+        conv_general_dilated=conv_lib.conv_general_dilated if self.cpu_weight_grad else None)
     norm = lambda name: BatchNorm(
         use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
         dtype=self.dtype, name=name)
@@ -99,6 +104,9 @@ class WideResNet(nn.Module):
     stem_filters: channels of the first conv (16).
     dtype: computation dtype, e.g. jnp.bfloat16 on accelerators; parameters, BatchNorm
       statistics and logits stay float32.
+    cpu_weight_grad: on CPU, 3x3 convolutions' weight gradients as matrix products
+      (`models/conv.py`: the same values; faster than XLA's at large batches, slower at
+      small ones, so off by default).
   """
 
   num_classes: int
@@ -112,6 +120,7 @@ class WideResNet(nn.Module):
   leaky_slope: float = 0.1
   stem_filters: int = 16
   dtype: Any = jnp.float32
+  cpu_weight_grad: bool = False
 
   @property
   def num_groups(self) -> int:
@@ -141,10 +150,12 @@ class WideResNet(nn.Module):
     """
     x = to_model_input(images).astype(self.dtype)
     x = nn.Conv(self.stem_filters, (3, 3), padding="SAME", use_bias=self.conv_bias,
-                kernel_init=conv_kernel_init, dtype=self.dtype, name="stem")(x)
+                kernel_init=conv_kernel_init, dtype=self.dtype, name="stem",
+                conv_general_dilated=(conv_lib.conv_general_dilated if self.cpu_weight_grad
+                                      else None))(x)
     block_options = dict(conv_bias=self.conv_bias, bn_momentum=self.bn_momentum,
                          bn_epsilon=self.bn_epsilon, leaky_slope=self.leaky_slope,
-                         dtype=self.dtype)
+                         dtype=self.dtype, cpu_weight_grad=self.cpu_weight_grad)
     for group in range(self.num_groups):
       filters = self.stem_filters * self.widen * 2**group
       for block in range(self.blocks_per_group):
