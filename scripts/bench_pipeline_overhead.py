@@ -64,7 +64,11 @@ def main() -> None:
                       help="Override a config field, e.g. --set data.batch_size=64.")
   parser.add_argument("--windows", type=int, default=3, help="Windows per mode.")
   parser.add_argument("--steps", type=int, default=15, help="Steps per window.")
+  parser.add_argument("--malloc", default="auto", choices=("auto", "tcmalloc", "glibc"),
+                      help="Allocator, as fixmatch_jax.main's --malloc (restarts the script "
+                           "once with tcmalloc preloaded when it applies).")
   args = parser.parse_args()
+  main_lib.restart_with_allocator(args.malloc)
 
   config = load_config(args.config, args.set)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + main_lib.cpu_xla_flags(

@@ -43,7 +43,7 @@ DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.
 
 
 def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
-               dtype: str | None = None, cpu_weight_grad: bool = False) -> tuple:
+               dtype: str | None = None, cpu_weight_grad: bool | None = None) -> tuple:
   """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images."""
   import jax
   import numpy as np
@@ -54,7 +54,8 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu
   config.model.conv_bias = conv_bias
-  config.model.cpu_weight_grad = cpu_weight_grad
+  if cpu_weight_grad is not None:  # None: the recipe's default (configs.base_config).
+    config.model.cpu_weight_grad = cpu_weight_grad
   if dtype:
     config.model.dtype = dtype
   model = models.create(config.model, 10)
@@ -78,12 +79,18 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   return step_fn, state, device_batch
 
 
+def state_cpu_weight_grad(requested: bool | None) -> bool:
+  """The cpu_weight_grad a step built with `requested` uses (None: the recipe's default)."""
+  from fixmatch_jax import configs  # noqa: PLC0415
+  return configs.base_config().model.cpu_weight_grad if requested is None else requested
+
+
 def _rss_peak_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
-             dtype: str | None = None, cpu_weight_grad: bool = False) -> dict:
+             dtype: str | None = None, cpu_weight_grad: bool | None = None) -> dict:
   """Times our jitted train step in this process (XLA_FLAGS already set by the parent).
 
   Memory, three ways: the process's peak RSS (what the peer reports too), the peak RSS
@@ -111,7 +118,8 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
   analysis = step_fn.lower(state, device_batch).compile().memory_analysis()
   return {
       "impl": "jax", "devices": len(jax.devices()), "batch": batch, "mu": mu,
-      "conv_bias": conv_bias, "dtype": dtype or "float32", "cpu_weight_grad": cpu_weight_grad,
+      "conv_bias": conv_bias, "dtype": dtype or "float32",
+      "cpu_weight_grad": bool(state_cpu_weight_grad(cpu_weight_grad)),
       "first_step_s": round(times[0], 4),
       "median_step_s": round(median, 4),
       "images_per_s": round((batch + 2 * mu * batch) / median, 1),
@@ -173,10 +181,10 @@ def main() -> None:
                            "--malloc: auto = tcmalloc when installed, else glibc).")
   parser.add_argument("--peer-malloc", default="glibc",
                       help="Allocators for the peer, e.g. 'glibc,tcmalloc' (glibc: as shipped).")
-  parser.add_argument("--cpu-weight-grad", default="off",
+  parser.add_argument("--cpu-weight-grad", default="default",
                       help="Our 3x3 weight gradients as matrix products on CPU "
-                           "(models/conv.py, the models' cpu_weight_grad option, off by "
-                           "default), e.g. 'off,on' for both.")
+                           "(models/conv.py, config.model.cpu_weight_grad): 'default' (the "
+                           "recipe's: on), 'on', 'off', or e.g. 'on,off' for both.")
   parser.add_argument("--arenas", default="2",
                       help="glibc malloc arena caps for ours under glibc, e.g. '2,0' (2: the "
                            "default of fixmatch_jax.main's --malloc_arena_max; 0: glibc's "
@@ -197,7 +205,8 @@ def main() -> None:
       from fixmatch_jax.main import use_compilation_cache  # noqa: PLC0415
       use_compilation_cache(cache)
     row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias,
-                   cpu_weight_grad=os.environ.get("BENCH_STEP_WGRAD", "off") == "on")
+                   cpu_weight_grad={"on": True, "off": False}.get(
+                       os.environ.get("BENCH_STEP_WGRAD", "default")))
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
     row["malloc"] = os.environ.get(MALLOC_ENV, "glibc")
     row["malloc_arena_max"] = arenas if row["malloc"] == "glibc" else None
@@ -256,7 +265,7 @@ def main() -> None:
     alloc = (", tcmalloc" if "tcmalloc" in malloc else
              f", glibc malloc (arenas <= {arenas})" if arenas else ", glibc malloc")
     if row.get("impl") == "jax":
-      wgrad = ", weight gradients as matrix products" if row.get("cpu_weight_grad") else ""
+      wgrad = "" if row.get("cpu_weight_grad") else ", XLA's weight gradients"
       name = f"ours, {row['devices']} XLA device(s){alloc}{wgrad}{warm}"
     else:
       name = (f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else "")

@@ -29,7 +29,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
 
-from fixmatch_jax.main import cpu_xla_flags  # noqa: E402  (no JAX import at module level)
+# No JAX import at module level: XLA_FLAGS is set first.
+from fixmatch_jax.main import cpu_xla_flags, restart_with_allocator  # noqa: E402
 
 # Profiler events that are not operations of the step (runtime bookkeeping, Python frames).
 _NOT_OPS = ("ThunkExecutor", "$", "Rendezvous", "Wait", "PjitFunction", "CommonPjRt",
@@ -42,7 +43,11 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3, help="Profiled steps.")
   parser.add_argument("--devices", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--top", type=int, default=12, help="Rows of the table.")
+  parser.add_argument("--malloc", default="auto", choices=("auto", "tcmalloc", "glibc"),
+                      help="Allocator, as fixmatch_jax.main's --malloc (restarts the script "
+                           "once with tcmalloc preloaded when it applies).")
   args = parser.parse_args()
+  restart_with_allocator(args.malloc)
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
                              + cpu_xla_flags(args.devices)).strip()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,24 +1,26 @@
 """Convolution for the models: lax.conv_general_dilated, optionally a matmul CPU weight grad.
 
-Opt-in (`config.model.cpu_weight_grad=True`, off by default). Forward and input gradient
-are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the
+`config.model.cpu_weight_grad`: on in the paper recipes (configs.base_config, B = 64), off
+in the CPU short runs (configs.short_run) and in the modules' own defaults. Forward and
+input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the
 *weight* gradient on CPU is computed differently:
 
   dW[i, j, c, o] = sum over n, h, w of  x_pad[n, h + i, w + j, c] * dy[n, h, w, o]
 
 XLA:CPU (jaxlib 0.10) runs this as a convolution whose "kernel" is the whole dy image,
 after transposing the activations; on one core of the project's 2-core AMD EPYC VM
-(2026-12-06, 480 images, no page faults) it took 164 / 209 / 84 ms at 32x32x32 /
-16x16x64 / 8x8x128, where the PyTorch peer's oneDNN kernel takes 47 / 47 / 39 ms, while
-XLA's forward and input-gradient convolutions are as fast as the peer's. Here the same
-sum is three matrix products, one per kernel row i: the row's three column taps of the
-padded input side by side ([N*H*W, 3C]), and
+(2026-12-06, `python scripts/bench_conv.py --images 480`) it took 156 / 224 / 89 ms at
+32x32x32 / 16x16x64 / 8x8x128, where the PyTorch peer's oneDNN kernel takes 43 / 44 / 37
+ms, while XLA's forward and input-gradient convolutions are about as fast as the peer's.
+Here the same sum is three matrix products, one per kernel row i: the row's three column
+taps of the padded input side by side ([N*H*W, 3C]), and
 
   dW[i] (as [O, 3C]) = dy^T @ taps_i      (the N*H*W positions are the contraction),
 
-116 / 80 / 59 ms for the same three layers. In the whole FixMatch step the gain is smaller
-and only at large batches (B = 64: 5.56 vs 5.91 s; B = 8: 0.60 vs 0.49 s, slower), so the
-option is off by default; docs/benchmarks.md has the measurements. The copies are made to
+127 / 90 / 63 ms for the same three layers. With 60 images (`--images 60`) it is 10-30%
+slower than XLA's. In the whole FixMatch WRN-28-2 step on 2 XLA devices: B = 64, 4.71 s
+instead of 6.08 s; B = 8, 0.590 s instead of 0.561 s (`scripts/bench_step.py`,
+docs/benchmarks.md). The copies are made to
 wait for this layer's gradient (`after_dy` below); otherwise XLA builds every layer's
 copies in the forward pass and keeps them, 4.3x the step's temporary memory. Only the CPU
 gets this path (`lax.platform_dependent`); GPUs and TPUs keep their vendor kernels. The
