@@ -2,8 +2,8 @@
 
 `config.model.cpu_weight_grad`: on in the paper recipes (configs.base_config, B = 64), off
 in the CPU short runs (configs.short_run) and in the modules' own defaults. Forward and
-input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the
-*weight* gradient on CPU is computed differently:
+input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations,
+HWIO kernel) the *weight* gradient on CPU is computed differently:
 
   dW[i, j, c, o] = sum over n, h, w of  x_pad[n, h + i, w + j, c] * dy[n, h, w, o]
 
