@@ -247,8 +247,9 @@ def main(argv):
   elif any(f.present for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID)):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
                          "--distributed.")
-  logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
-               jax.devices())
+  logging.info("JAX process %d/%d, devices: %s; malloc: %s", jax.process_index(),
+               jax.process_count(), jax.devices(),
+               os.environ.get(MALLOC_ENV) or os.environ.get("LD_PRELOAD") or "glibc")
   train.train_and_evaluate(config, _WORKDIR.value)
   summary_path = os.path.join(_WORKDIR.value, train.SUMMARY_FILE)
   if jax.process_index() == 0 and os.path.exists(summary_path):

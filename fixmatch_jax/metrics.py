@@ -120,6 +120,13 @@ def summarize(rows: Sequence[Mapping[str, Any]], last_n: int) -> dict[str, Any]:
 
 
 RUN_INFO_FILE = "run_info.json"
+# Set by fixmatch_jax.main (its MALLOC_ENV) to the allocator the process runs with.
+ALLOCATOR_ENV = "FIXMATCH_JAX_MALLOC"
+
+
+def allocator_description() -> str:
+  """The process's malloc: "glibc", or the preloaded library (fixmatch_jax.main --malloc)."""
+  return os.environ.get(ALLOCATOR_ENV) or os.environ.get("LD_PRELOAD") or "glibc"
 
 
 def hardware_description() -> str:
@@ -155,6 +162,7 @@ def write_run_info(workdir: str) -> dict[str, Any]:
   info.setdefault("date", time.strftime("%Y-%m-%d", time.gmtime()))
   info["hardware"] = " + ".join(known + ([hardware] if hardware not in known else []))
   info["jax_version"] = jax.__version__
+  info["allocator"] = allocator_description()  # Speed, not numbers, depends on it.
   if jax.process_index() == 0:
     with open(path + ".tmp", "w") as f:
       json.dump(info, f, indent=2)

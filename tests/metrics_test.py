@@ -53,3 +53,16 @@ def test_run_info_records_hardware_once_per_machine(tmp_path):
     json.dump(stored, f)
   again = metrics.write_run_info(str(tmp_path))  # A resumed run on the same machine.
   assert again["date"] == "2020-01-01" and again["hardware"] == info["hardware"]
+
+
+def test_run_info_records_the_allocator_fixmatch_jax_main_chose(tmp_path, monkeypatch):
+  from fixmatch_jax import main  # noqa: PLC0415
+  assert metrics.ALLOCATOR_ENV == main.MALLOC_ENV  # The name main sets is the one read here.
+  monkeypatch.delenv("LD_PRELOAD", raising=False)
+  monkeypatch.delenv(main.MALLOC_ENV, raising=False)
+  assert metrics.write_run_info(str(tmp_path))["allocator"] == "glibc"
+  monkeypatch.setenv(main.MALLOC_ENV, "libtcmalloc_minimal.so.4")
+  assert metrics.write_run_info(str(tmp_path))["allocator"] == "libtcmalloc_minimal.so.4"
+  monkeypatch.delenv(main.MALLOC_ENV)
+  monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libjemalloc.so.2")  # The user's own preload.
+  assert metrics.write_run_info(str(tmp_path))["allocator"] == "/opt/lib/libjemalloc.so.2"
