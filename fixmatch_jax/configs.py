@@ -59,11 +59,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.algo = ml_collections.ConfigDict(dict(
       threshold=0.95, lambda_u=1.0, temperature=1.0, soft_labels=False))
 
-  # cpu_weight_grad: on CPU, the 3x3 convolutions' weight gradients as matrix products
-  # (models/conv.py): 1.3x faster FixMatch steps at this recipe's B = 64 on the project's
-  # 2-core CPU, slower at small per-device batches (so off in `short_run`); no effect on
-  # GPUs and TPUs. docs/benchmarks.md.
-  config.model = ml_collections.ConfigDict(dict(name="wrn28_2", cpu_weight_grad=True))
+  # matmul_wgrad_min_images: on CPU, the 3x3 convolutions' weight gradients as matrix
+  # products (models/conv.py) when each device holds at least this many images: 1.3x faster
+  # FixMatch steps at this recipe's B = 64 on the project's 2-core CPU (480 images per
+  # device), slower below ~240 per device; no effect on GPUs and TPUs. docs/benchmarks.md.
+  config.model = ml_collections.ConfigDict(dict(name="wrn28_2", matmul_wgrad_min_images=240))
   # Start from the network (params, EMA params, BatchNorm statistics) of another run:
   # its workdir, or None. Parameter paths matching the regex init_from_exclude (e.g.
   # "classifier") keep their fresh initialisation. See fixmatch_jax/init_from.py.
@@ -317,9 +317,9 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
   config.data.batch_size = batch_size
   config.data.mu = mu
   config.model.bn_momentum = 0.99
-  # Small per-device batches: XLA's own weight gradients are as fast or faster here, and
-  # the CPU tables in docs/ were measured with them.
-  config.model.cpu_weight_grad = False
+  # XLA's own weight gradients: the CPU tables in docs/ were measured with them, and they
+  # are as fast or faster at these small per-device batches.
+  config.model.matmul_wgrad_min_images = -1
   config.optim.ema_decay = 0.99
   set_num_steps(config, num_steps)
   config.train.log_every_steps = min(100, eval_every_steps)

@@ -6,7 +6,7 @@ r"""Benchmark: the WRN-28-2 3x3 convolutions one by one, XLA:CPU vs PyTorch, on 
 For the three widths of WRN-28-2 (32x32x32, 16x16x64, 8x8x128; stride 1, SAME) it times
 the forward convolution, the input gradient and the weight gradient: XLA's (through
 jax.vjp), our matrix-product weight gradient (`models/conv.py`, the models'
-`cpu_weight_grad` option), and PyTorch's channels_last kernels (oneDNN; torch's
+`matmul_wgrad_min_images` option), and PyTorch's channels_last kernels (oneDNN; torch's
 `convolution_backward` with one output mask at a time). Each side runs in its own process
 pinned to CPU 0 with one thread, so the numbers are kernel against kernel; JAX runs with
 the allocator fixmatch_jax.main would pick (tcmalloc when installed). Median of `--repeats`

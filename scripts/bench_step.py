@@ -43,7 +43,7 @@ DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.
 
 
 def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
-               dtype: str | None = None, cpu_weight_grad: bool | None = None) -> tuple:
+               dtype: str | None = None, matmul_wgrad_min_images: int | None = None) -> tuple:
   """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images."""
   import jax
   import numpy as np
@@ -54,8 +54,8 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu
   config.model.conv_bias = conv_bias
-  if cpu_weight_grad is not None:  # None: the recipe's default (configs.base_config).
-    config.model.cpu_weight_grad = cpu_weight_grad
+  if matmul_wgrad_min_images is not None:  # None: the recipe's (configs.base_config).
+    config.model.matmul_wgrad_min_images = matmul_wgrad_min_images
   if dtype:
     config.model.dtype = dtype
   model = models.create(config.model, 10)
@@ -79,10 +79,16 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   return step_fn, state, device_batch
 
 
-def state_cpu_weight_grad(requested: bool | None) -> bool:
-  """The cpu_weight_grad a step built with `requested` uses (None: the recipe's default)."""
+def uses_matmul_wgrad(requested: int | None, images: int) -> bool:
+  """Whether the step's 3x3 weight gradients are matrix products (models/conv.py), for
+  `images` per step and a `matmul_wgrad_min_images` of `requested` (None: the recipe's)."""
+  import jax  # noqa: PLC0415
+
   from fixmatch_jax import configs  # noqa: PLC0415
-  return configs.base_config().model.cpu_weight_grad if requested is None else requested
+  from fixmatch_jax.models import conv  # noqa: PLC0415
+  threshold = (configs.base_config().model.matmul_wgrad_min_images if requested is None
+               else requested)
+  return jax.default_backend() == "cpu" and 0 <= threshold <= conv.images_per_device(images)
 
 
 def _rss_peak_mb() -> float:
@@ -90,7 +96,7 @@ def _rss_peak_mb() -> float:
 
 
 def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
-             dtype: str | None = None, cpu_weight_grad: bool | None = None) -> dict:
+             dtype: str | None = None, matmul_wgrad_min_images: int | None = None) -> dict:
   """Times our jitted train step in this process (XLA_FLAGS already set by the parent).
 
   Memory, three ways: the process's peak RSS (what the peer reports too), the peak RSS
@@ -104,7 +110,7 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
 
   imports_mb = _rss_peak_mb()
   step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype,
-                                            cpu_weight_grad)
+                                            matmul_wgrad_min_images)
   times = []
   for _ in range(steps + 1):
     start = time.perf_counter()
@@ -119,7 +125,7 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
   return {
       "impl": "jax", "devices": len(jax.devices()), "batch": batch, "mu": mu,
       "conv_bias": conv_bias, "dtype": dtype or "float32",
-      "cpu_weight_grad": bool(state_cpu_weight_grad(cpu_weight_grad)),
+      "matmul_wgrad": uses_matmul_wgrad(matmul_wgrad_min_images, batch * (1 + 2 * mu)),
       "first_step_s": round(times[0], 4),
       "median_step_s": round(median, 4),
       "images_per_s": round((batch + 2 * mu * batch) / median, 1),
@@ -183,8 +189,9 @@ def main() -> None:
                       help="Allocators for the peer, e.g. 'glibc,tcmalloc' (glibc: as shipped).")
   parser.add_argument("--cpu-weight-grad", default="default",
                       help="Our 3x3 weight gradients as matrix products on CPU "
-                           "(models/conv.py, config.model.cpu_weight_grad): 'default' (the "
-                           "recipe's: on), 'on', 'off', or e.g. 'on,off' for both.")
+                           "(models/conv.py, config.model.matmul_wgrad_min_images): 'default' "
+                           "(the recipe's: from 240 images per device), 'on' (always), "
+                           "'off' (never), or e.g. 'on,off' for both.")
   parser.add_argument("--arenas", default="2",
                       help="glibc malloc arena caps for ours under glibc, e.g. '2,0' (2: the "
                            "default of fixmatch_jax.main's --malloc_arena_max; 0: glibc's "
@@ -205,7 +212,7 @@ def main() -> None:
       from fixmatch_jax.main import use_compilation_cache  # noqa: PLC0415
       use_compilation_cache(cache)
     row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias,
-                   cpu_weight_grad={"on": True, "off": False}.get(
+                   matmul_wgrad_min_images={"on": 0, "off": -1}.get(
                        os.environ.get("BENCH_STEP_WGRAD", "default")))
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
     row["malloc"] = os.environ.get(MALLOC_ENV, "glibc")
@@ -265,7 +272,8 @@ def main() -> None:
     alloc = (", tcmalloc" if "tcmalloc" in malloc else
              f", glibc malloc (arenas <= {arenas})" if arenas else ", glibc malloc")
     if row.get("impl") == "jax":
-      wgrad = "" if row.get("cpu_weight_grad") else ", XLA's weight gradients"
+      wgrad = (", weight gradients as matrix products" if row.get("matmul_wgrad")
+               else ", XLA's weight gradients")
       name = f"ours, {row['devices']} XLA device(s){alloc}{wgrad}{warm}"
     else:
       name = (f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else "")

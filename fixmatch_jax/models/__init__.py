@@ -36,7 +36,7 @@ MODELS: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
 # is ignored, so one base config serves every model; a field no model has is a typo -> error.
 OPTIONS = ("depth", "widen", "extra_group", "width", "conv_bias", "dropout_rate",
            "bn_momentum", "bn_epsilon", "leaky_slope", "dtype", "hidden_units",
-           "input_dropout_rate", "cpu_weight_grad")
+           "input_dropout_rate", "matmul_wgrad_min_images")
 
 
 def create(config_model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:

@@ -1,8 +1,11 @@
 """Convolution for the models: lax.conv_general_dilated, optionally a matmul CPU weight grad.
 
-`config.model.cpu_weight_grad`: on in the paper recipes (configs.base_config, B = 64), off
-in the CPU short runs (configs.short_run) and in the modules' own defaults. Forward and
-input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations,
+`config.model.matmul_wgrad_min_images`: used for a convolution when each device holds at
+least that many images (the global batch / jax.device_count(), i.e. data parallelism over
+all devices); 240 in the paper recipes (configs.base_config: B = 64 with mu = 7 is 480 per
+device on 2 devices, 240 on 4), -1 (never) in the CPU short runs (configs.short_run,
+whose tables in docs/ were measured with XLA's) and in the modules' own defaults. Forward
+and input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations,
 HWIO kernel) the *weight* gradient on CPU is computed differently:
 
   dW[i, j, c, o] = sum over n, h, w of  x_pad[n, h + i, w + j, c] * dy[n, h, w, o]
@@ -17,11 +20,13 @@ taps of the padded input side by side ([N*H*W, 3C]), and
 
   dW[i] (as [O, 3C]) = dy^T @ taps_i      (the N*H*W positions are the contraction),
 
-127 / 90 / 63 ms for the same three layers. With 60 images (`--images 60`) it is 10-30%
-slower than XLA's. In the whole FixMatch WRN-28-2 step on 2 XLA devices: B = 64, 4.71 s
-instead of 6.08 s; B = 8, 0.590 s instead of 0.561 s (`scripts/bench_step.py`,
-docs/benchmarks.md). The copies are made to
-wait for this layer's gradient (`after_dy` below); otherwise XLA builds every layer's
+127 / 90 / 63 ms for the same three layers. Against XLA's, per layer (32x32 / 16x16 /
+8x8): 1.31 / 1.09 / 1.12x the time with 60 images, 1.41 / 1.02 / 0.87x with 120, 0.94 /
+0.99 / 0.77x with 240, 0.81 / 0.40 / 0.71x with 480 (`scripts/bench_conv.py --images N`):
+hence the threshold of 240. In the whole FixMatch WRN-28-2 step on 2 XLA devices: B = 64,
+4.71 s instead of 6.08 s; B = 8 (forced on), 0.590 s instead of 0.561 s
+(`scripts/bench_step.py`, docs/benchmarks.md). The copies are made to wait for this
+layer's gradient (`after_dy` below); otherwise XLA builds every layer's
 copies in the forward pass and keeps them, 4.3x the step's temporary memory. Only the CPU
 gets this path (`lax.platform_dependent`); GPUs and TPUs keep their vendor kernels. The
 result is the same sum in another order: equal to XLA's own weight gradient to float32
@@ -122,21 +127,37 @@ def _is_3x3_same(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
   return [tuple(p) for p in pads] == [(1, 1), (1, 1)]
 
 
+def images_per_device(batch: int) -> int:
+  """Images of a global batch on each device under data parallelism over all devices."""
+  return batch // max(1, jax.device_count())
+
+
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count: int = 1, batch_group_count: int = 1,
-                         precision=None, preferred_element_type=None) -> jax.Array:
+                         precision=None, preferred_element_type=None,
+                         min_images: int = 0) -> jax.Array:
   """Drop-in for lax.conv_general_dilated (flax `nn.Conv(conv_general_dilated=...)`).
 
-  3x3 stride-1 SAME NHWC/HWIO convolutions go through `conv3x3`; everything else (strides,
-  1x1 kernels, other layouts) is lax.conv_general_dilated unchanged.
+  3x3 stride-1 SAME NHWC/HWIO convolutions whose batch puts at least `min_images` images
+  on each device go through `conv3x3`; everything else (strides, 1x1 kernels, other
+  layouts, small batches) is lax.conv_general_dilated unchanged.
   """
-  if preferred_element_type is None and _is_3x3_same(
+  if (preferred_element_type is None and lhs.ndim == 4
+      and images_per_device(lhs.shape[0]) >= min_images and _is_3x3_same(
       lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-      feature_group_count, batch_group_count):
+      feature_group_count, batch_group_count)):
     return conv3x3(lhs, rhs, precision)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
       dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
       batch_group_count=batch_group_count, precision=precision,
       preferred_element_type=preferred_element_type)
+
+
+def for_min_images(min_images: int):
+  """The conv_general_dilated for flax's nn.Conv: ours with `min_images`, or None (XLA's
+  everywhere) when `min_images` < 0."""
+  if min_images < 0:
+    return None
+  return functools.partial(conv_general_dilated, min_images=min_images)

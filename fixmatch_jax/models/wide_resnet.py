@@ -49,8 +49,9 @@ class ResidualBlock(nn.Module):
     bn_epsilon: BatchNorm epsilon.
     leaky_slope: negative slope of the leaky ReLU.
     dtype: computation dtype (parameters stay float32).
-    cpu_weight_grad: on CPU, compute the 3x3 convolutions' weight gradients as matrix
-      products (`models/conv.py`; the same values); off by default (see there).
+    matmul_wgrad_min_images: on CPU, compute the 3x3 convolutions' weight gradients as
+      matrix products when each device holds at least this many images (`models/conv.py`;
+      the same values); -1: never (the default), 0: always.
   """
 
   filters: int
@@ -61,14 +62,14 @@ class ResidualBlock(nn.Module):
   bn_epsilon: float = 1e-3
   leaky_slope: float = 0.1
   dtype: Any = jnp.float32
-  cpu_weight_grad: bool = False
+  matmul_wgrad_min_images: int = -1
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda filters, size, strides, name: nn.Conv(
         filters, (size, size), strides=(strides, strides), padding="SAME",
         use_bias=self.conv_bias, kernel_init=conv_kernel_init, dtype=self.dtype, name=name,
-        conv_general_dilated=conv_lib.conv_general_dilated if self.cpu_weight_grad else None)
+        conv_general_dilated=conv_lib.for_min_images(self.matmul_wgrad_min_images))
     norm = lambda name: BatchNorm(
         use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
         dtype=self.dtype, name=name)
@@ -104,9 +105,10 @@ class WideResNet(nn.Module):
     stem_filters: channels of the first conv (16).
     dtype: computation dtype, e.g. jnp.bfloat16 on accelerators; parameters, BatchNorm
       statistics and logits stay float32.
-    cpu_weight_grad: on CPU, 3x3 convolutions' weight gradients as matrix products
-      (`models/conv.py`: the same values; faster than XLA's at large batches, slower at
-      small ones, so off by default).
+    matmul_wgrad_min_images: on CPU, 3x3 convolutions' weight gradients as matrix products
+      when each device holds at least this many images (`models/conv.py`: the same values;
+      faster than XLA's at large per-device batches, slower at small ones); -1: never
+      (the default), 0: always.
   """
 
   num_classes: int
@@ -120,7 +122,7 @@ class WideResNet(nn.Module):
   leaky_slope: float = 0.1
   stem_filters: int = 16
   dtype: Any = jnp.float32
-  cpu_weight_grad: bool = False
+  matmul_wgrad_min_images: int = -1
 
   @property
   def num_groups(self) -> int:
@@ -151,11 +153,12 @@ class WideResNet(nn.Module):
     x = to_model_input(images).astype(self.dtype)
     x = nn.Conv(self.stem_filters, (3, 3), padding="SAME", use_bias=self.conv_bias,
                 kernel_init=conv_kernel_init, dtype=self.dtype, name="stem",
-                conv_general_dilated=(conv_lib.conv_general_dilated if self.cpu_weight_grad
-                                      else None))(x)
+                conv_general_dilated=conv_lib.for_min_images(
+                    self.matmul_wgrad_min_images))(x)
     block_options = dict(conv_bias=self.conv_bias, bn_momentum=self.bn_momentum,
                          bn_epsilon=self.bn_epsilon, leaky_slope=self.leaky_slope,
-                         dtype=self.dtype, cpu_weight_grad=self.cpu_weight_grad)
+                         dtype=self.dtype,
+                         matmul_wgrad_min_images=self.matmul_wgrad_min_images)
     for group in range(self.num_groups):
       filters = self.stem_filters * self.widen * 2**group
       for block in range(self.blocks_per_group):

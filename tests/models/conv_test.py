@@ -86,6 +86,14 @@ def test_only_3x3_stride_1_same_nhwc_convolutions_take_the_new_path(monkeypatch)
                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
     np.testing.assert_allclose(y, _xla_conv(x, w, strides, padding))
     assert bool(calls) == expected, (w.shape, strides, padding)
+  # The per-device batch decides: conftest gives 4 devices, so 8 images are 2 per device.
+  w = jnp.ones((3, 3, 3, 4))
+  for min_images, expected in ((2, True), (3, False)):
+    calls.clear()
+    conv.conv_general_dilated(jnp.ones((8, 8, 8, 3)), w, (1, 1), "SAME",
+                              dimension_numbers=("NHWC", "HWIO", "NHWC"), min_images=min_images)
+    assert bool(calls) == expected, min_images
+  assert conv.for_min_images(-1) is None
   # Another layout (NCHW) is passed through too.
   calls.clear()
   conv.conv_general_dilated(jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3)), (1, 1), "SAME",
@@ -99,8 +107,8 @@ def test_wrn_training_gradients_are_the_same_with_either_weight_gradient():
   images = jnp.asarray(rng.randint(0, 256, (6, 16, 16, 3)), jnp.uint8)
   labels = jnp.asarray(rng.randint(0, 10, 6))
   grads = []
-  for cpu_weight_grad in (True, False):
-    config.cpu_weight_grad = cpu_weight_grad
+  for min_images in (0, -1):  # Matrix products always; XLA's always.
+    config.matmul_wgrad_min_images = min_images
     model = models.create(config, 10)
     variables = model.init(jax.random.key(0), images, train=False)
 
