@@ -266,7 +266,9 @@ def test_two_processes_match_one_and_share_checkpoints(straight, subprocess_env,
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, names in os.walk(root)
                for f in names)
   single, split = array_bytes(straight_dir, 0), [array_bytes(workdir, p) for p in (0, 1)]
-  assert min(split) > 0 and sum(split) < 1.25 * single, (split, single)
+  # A copy per process would be >= 2x. The files' own overhead varies with how the two
+  # writers chunk their data (1.14x in a quiet run, 1.33x once under CI's parallel load).
+  assert min(split) > 0 and sum(split) < 1.6 * single, (split, single)
   # Restorable by this single process (4 devices), equal to the single-process run. The
   # gloo all-reduce over 2 processes sums in another order than the in-process one.
   assert_leaves_close(straight_state, restore(workdir, straight_state))
