@@ -179,6 +179,18 @@ def allocator_environment(choice: str) -> dict[str, str]:
   return {MALLOC_ENV: library, "LD_PRELOAD": library}
 
 
+def process_environment(choice: str, base: dict[str, str] | None = None) -> dict[str, str]:
+  """The environment for a child process that should run with --malloc=`choice`.
+
+  `base` (default: this process's environment) without any allocator setting of its own
+  (LD_PRELOAD, MALLOC_ENV), plus `allocator_environment(choice)`. For benchmarks that
+  compare allocators or start workers.
+  """
+  base = os.environ if base is None else base
+  clean = {k: v for k, v in base.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
+  return dict(clean, **allocator_environment(choice))
+
+
 def restart_with_allocator(choice: str) -> None:
   """Replaces this process by the same command with tcmalloc preloaded, when it applies.
 
@@ -234,7 +246,7 @@ def main(argv):
 
   import jax  # noqa: PLC0415 - after XLA_FLAGS is final.
 
-  from fixmatch_jax import train  # noqa: PLC0415
+  from fixmatch_jax import metrics, train  # noqa: PLC0415
 
   cache = compilation_cache_dir(_COMPILATION_CACHE.value)
   use_compilation_cache(cache)
@@ -248,8 +260,7 @@ def main(argv):
     raise app.UsageError("--coordinator_address, --num_processes and --process_id need "
                          "--distributed.")
   logging.info("JAX process %d/%d, devices: %s; malloc: %s", jax.process_index(),
-               jax.process_count(), jax.devices(),
-               os.environ.get(MALLOC_ENV) or os.environ.get("LD_PRELOAD") or "glibc")
+               jax.process_count(), jax.devices(), metrics.allocator_description())
   train.train_and_evaluate(config, _WORKDIR.value)
   summary_path = os.path.join(_WORKDIR.value, train.SUMMARY_FILE)
   if jax.process_index() == 0 and os.path.exists(summary_path):

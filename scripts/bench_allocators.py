@@ -26,7 +26,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
@@ -34,30 +33,36 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
 
 # No JAX import at module level: the workers set XLA_FLAGS first.
-from fixmatch_jax.main import MALLOC_ENV, allocator_environment, cpu_xla_flags, limit_malloc_arenas  # noqa: E402
+import bench_step  # noqa: E402
+
+from fixmatch_jax.main import (  # noqa: E402
+  MALLOC_ENV,
+  cpu_xla_flags,
+  find_tcmalloc,
+  limit_malloc_arenas,
+  process_environment,
+)
 
 
 def allocator_env(name: str) -> dict[str, str] | None:
   """Environment of a worker for allocator `name`; None when it is not installed."""
   if name == "glibc":
-    return allocator_environment("glibc")
+    return process_environment("glibc")
   if name == "glibc_hugetlb":
-    return dict(allocator_environment("glibc"), GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
+    return dict(process_environment("glibc"), GLIBC_TUNABLES="glibc.malloc.hugetlb=1")
   if name == "tcmalloc":
-    return allocator_environment("auto") if ctypes.util.find_library("tcmalloc_minimal") or \
-        ctypes.util.find_library("tcmalloc") else None
+    return process_environment("tcmalloc") if find_tcmalloc() else None
   if name == "jemalloc":
     library = ctypes.util.find_library("jemalloc")
-    return None if library is None else {
-        MALLOC_ENV: library, "LD_PRELOAD": library,
-        "MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1,thp:always"}
+    return None if library is None else dict(
+        process_environment("glibc"), **{MALLOC_ENV: library, "LD_PRELOAD": library},
+        MALLOC_CONF="dirty_decay_ms:-1,muzzy_decay_ms:-1,thp:always")
   raise ValueError(f"unknown allocator {name!r}")
 
 
 def worker(batch: int, steps: int) -> None:
   if os.environ.get(MALLOC_ENV) == "glibc":
     limit_malloc_arenas(2)  # Before JAX starts its threads, as fixmatch_jax.main does.
-  import bench_step  # noqa: PLC0415
   import jax  # noqa: PLC0415
 
   step_fn, state, device_batch = bench_step.build_step(batch, 7, 32, conv_bias=False)
@@ -100,15 +105,11 @@ def main() -> None:
     if env is None:
       print(f"{name}: not installed, skipped", file=sys.stderr)
       continue
-    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
-    env = dict(base, **env, XLA_FLAGS=cpu_xla_flags(args.devices), JAX_PLATFORMS="cpu",
+    env = dict(env, XLA_FLAGS=cpu_xla_flags(args.devices), JAX_PLATFORMS="cpu",
                TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, __file__, "--worker", f"--batch={args.batch}",
-                          f"--steps={args.steps}"], env=env, capture_output=True, text=True,
-                         check=False)
-    if out.returncode != 0:
-      raise RuntimeError(f"{name} failed:\n{out.stderr[-3000:]}")
-    results.append(dict(json.loads(out.stdout.strip().splitlines()[-1]), allocator=name))
+    row = bench_step.subprocess_json([sys.executable, __file__, "--worker",
+                                      f"--batch={args.batch}", f"--steps={args.steps}"], env)
+    results.append(dict(row, allocator=name))
 
   print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average "

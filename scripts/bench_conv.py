@@ -19,15 +19,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
 
 # No JAX import at module level.
-from fixmatch_jax.main import MALLOC_ENV, allocator_environment  # noqa: E402
+import bench_step  # noqa: E402
+
+from fixmatch_jax.main import MALLOC_ENV, allocator_environment, process_environment  # noqa: E402
 
 LAYERS = ((32, 32), (16, 64), (8, 128))  # (height = width, channels)
 
@@ -107,17 +108,12 @@ def main() -> None:
     return
 
   results = {}
-  base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
-  for side, extra in (("jax", dict(allocator_environment("auto"), JAX_PLATFORMS="cpu",
-                                   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")),
-                      ("torch", {})):
-    out = subprocess.run([sys.executable, __file__, f"--worker={side}",
-                          f"--images={args.images}", f"--repeats={args.repeats}"],
-                         env=dict(base, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3", **extra),
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-      raise RuntimeError(f"{side} failed:\n{out.stderr[-3000:]}")
-    results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+  for side, env in (("jax", dict(process_environment("auto"), JAX_PLATFORMS="cpu",
+                                  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")),
+                    ("torch", process_environment("glibc"))):
+    results[side] = bench_step.subprocess_json(
+        [sys.executable, __file__, f"--worker={side}", f"--images={args.images}",
+         f"--repeats={args.repeats}"], dict(env, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"))
 
   print(f"\nmachine: {platform.processor() or platform.machine()}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one core (CPU 0), one "

@@ -36,7 +36,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 sys.path.insert(0, REPO)
 # No JAX import at module level: the workers set XLA_FLAGS first.
-from fixmatch_jax.main import MALLOC_ENV, allocator_environment  # noqa: E402
+from fixmatch_jax.main import process_environment  # noqa: E402
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
 TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
@@ -132,10 +132,9 @@ def start_worker(name: str, args: argparse.Namespace) -> subprocess.Popen:
                             "libjemalloc2, or leave the jemalloc setting out.")
   # Every setting runs with the allocator fixmatch_jax.main picks (tcmalloc when installed)
   # unless it names its own (LD_PRELOAD in its env).
-  base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
-  allocator = ({} if "LD_PRELOAD" in spec.get("env", {}) else allocator_environment("auto"))
-  env = dict(base, XLA_FLAGS=spec["flags"], JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             **allocator, **spec.get("env", {}))
+  own = "LD_PRELOAD" in spec.get("env", {})
+  env = dict(process_environment("glibc" if own else "auto"), XLA_FLAGS=spec["flags"],
+             JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", **spec.get("env", {}))
   cmd = [sys.executable, os.path.abspath(__file__), f"--worker={args.batch}", f"--mu={args.mu}",
          f"--image-size={args.image_size}"]
   if spec.get("dtype"):

@@ -37,7 +37,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # No JAX import at module level: the workers set XLA_FLAGS first.
-from fixmatch_jax.main import MALLOC_ENV, allocator_environment, cpu_xla_flags  # noqa: E402
+from fixmatch_jax.main import MALLOC_ENV, cpu_xla_flags, process_environment  # noqa: E402
 
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 
@@ -231,9 +231,9 @@ def main() -> None:
                 for a in (int(a) for a in args.arenas.split(","))
                 for w in args.cpu_weight_grad.split(",")]
     for devices, malloc, arenas, wgrad in variants:
-      env = dict(os.environ, XLA_FLAGS=cpu_xla_flags(devices), JAX_PLATFORMS="cpu",
-                 TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO, BENCH_STEP_ARENAS=str(arenas),
-                 BENCH_STEP_WGRAD=wgrad, **allocator_environment(malloc))
+      env = dict(process_environment(malloc), XLA_FLAGS=cpu_xla_flags(devices),
+                 JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
+                 BENCH_STEP_ARENAS=str(arenas), BENCH_STEP_WGRAD=wgrad)
       if env[MALLOC_ENV] != "glibc" and arenas != int(args.arenas.split(",")[0]):
         continue  # Arena caps are a glibc setting.
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
@@ -249,8 +249,7 @@ def main() -> None:
     for channels_last, malloc in ([] if args.no_peer else peer_variants):
       cmd = [sys.executable, args.peer, f"--batch={batch}", f"--mu={args.mu}",
              f"--steps={args.steps}", f"--image-size={args.image_size}"]
-      peer_env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV)}
-      peer_env.update(allocator_environment(malloc))
+      peer_env = process_environment(malloc)
       row = repeated(cmd + (["--channels-last"] if channels_last else []), peer_env,
                      args.repeats)
       row["malloc"] = peer_env[MALLOC_ENV]

@@ -134,3 +134,13 @@ def test_restart_leaves_glibc_and_a_users_preload_alone():
   # The user's own LD_PRELOAD (here one that ld.so cannot find and skips) wins: no restart.
   pids, last = _restart("auto", LD_PRELOAD="libnot-installed-here.so")
   assert len(pids) == 1 and last.split()[:2] == ["glibc", "None"]
+
+
+def test_process_environment_replaces_any_allocator_setting_of_the_base(monkeypatch):
+  base = {"PATH": "/bin", "LD_PRELOAD": "libjemalloc.so.2", main.MALLOC_ENV: "x"}
+  assert main.process_environment("glibc", base) == {"PATH": "/bin", main.MALLOC_ENV: "glibc"}
+  if sys.platform.startswith("linux"):
+    monkeypatch.setattr(main, "find_tcmalloc", lambda: "libtcmalloc_minimal.so.4")
+    assert main.process_environment("auto", base) == {
+        "PATH": "/bin", main.MALLOC_ENV: "libtcmalloc_minimal.so.4",
+        "LD_PRELOAD": "libtcmalloc_minimal.so.4"}

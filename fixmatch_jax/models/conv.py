@@ -103,7 +103,7 @@ def _conv3x3_bwd(precision, residuals, dy):
   dx = jax.vjp(lambda x: _xla_conv(x, w, precision), x)[1](dy)[0]
   dw = lax.platform_dependent(
       x, dy,
-      cpu=lambda x, dy: weight_grad_by_rows(x, dy, precision).astype(w.dtype),
+      cpu=lambda x, dy: weight_grad_by_rows(x, dy, precision),
       default=lambda x, dy: _xla_weight_grad(x, dy, w.shape, precision).astype(w.dtype))
   return dx, dw
 
@@ -143,10 +143,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
   on each device go through `conv3x3`; everything else (strides, 1x1 kernels, other
   layouts, small batches) is lax.conv_general_dilated unchanged.
   """
-  if (preferred_element_type is None and lhs.ndim == 4
-      and images_per_device(lhs.shape[0]) >= min_images and _is_3x3_same(
-      lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-      feature_group_count, batch_group_count)):
+  if (preferred_element_type is None and images_per_device(lhs.shape[0]) >= min_images
+      and _is_3x3_same(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
+                       dimension_numbers, feature_group_count, batch_group_count)):
     return conv3x3(lhs, rhs, precision)
   return lax.conv_general_dilated(
       lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
