@@ -60,10 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
       threshold=0.95, lambda_u=1.0, temperature=1.0, soft_labels=False))
 
   # matmul_wgrad_min_images: on CPU, the 3x3 convolutions' weight gradients as matrix
-  # products (models/conv.py) when each device holds at least this many images: 1.3x faster
-  # FixMatch steps at this recipe's B = 64 on the project's 2-core CPU (480 images per
-  # device), slower below ~240 per device; no effect on GPUs and TPUs. docs/benchmarks.md.
-  config.model = ml_collections.ConfigDict(dict(name="wrn28_2", matmul_wgrad_min_images=240))
+  # products (models/conv.py) when each device holds at least this many images; -1: never.
+  # With train.cpu_convolutions="eigen" (the default) Eigen's own are faster; with "xla"
+  # (YNNPACK) 240 made the B = 64 step 1.3x faster on the project's 2-core CPU.
+  config.model = ml_collections.ConfigDict(dict(name="wrn28_2", matmul_wgrad_min_images=-1))
   # Start from the network (params, EMA params, BatchNorm statistics) of another run:
   # its workdir, or None. Parameter paths matching the regex init_from_exclude (e.g.
   # "classifier") keep their fresh initialisation. See fixmatch_jax/init_from.py.
@@ -109,6 +109,11 @@ def base_config() -> ml_collections.ConfigDict:
       allow_config_change=False,
       # Host (CPU) devices to force when running on CPU; 0 = one per core.
       cpu_devices=0,
+      # CPU only: "eigen" runs the convolutions with Eigen instead of YNNPACK (0.86x the
+      # step time at B = 8 on the project's 2-core CPU: XLA's YNNPACK weight gradients are
+      # slow); "xla" leaves XLA's choice. Set before JAX starts by fixmatch_jax.main;
+      # changes rounding, not results. docs/benchmarks.md, "Eigen convolutions".
+      cpu_convolutions="eigen",
   ))
   return config
 
@@ -260,6 +265,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(train[key] >= 1, f"train.{key}", train[key], ">= 1")
   require(train.keep_checkpoints >= 1, "train.keep_checkpoints", train.keep_checkpoints, ">= 1")
   require(train.summary_last_n >= 1, "train.summary_last_n", train.summary_last_n, ">= 1")
+  require(train.cpu_convolutions in ("eigen", "xla"), "train.cpu_convolutions",
+          train.cpu_convolutions, "'eigen' or 'xla'")
 
 
 def fixmatch_paper(dataset: str, num_labels: int, seed: int) -> ml_collections.ConfigDict:
@@ -320,6 +327,8 @@ def short_run(dataset: str, *, algorithm: str, num_labels: int, seed: int, num_s
   # XLA's own weight gradients: the CPU tables in docs/ were measured with them, and they
   # are as fast or faster at these small per-device batches.
   config.model.matmul_wgrad_min_images = -1
+  # Likewise XLA's own choice of convolution kernels (YNNPACK in jaxlib 0.10).
+  config.train.cpu_convolutions = "xla"
   config.optim.ema_decay = 0.99
   set_num_steps(config, num_steps)
   config.train.log_every_steps = min(100, eval_every_steps)

@@ -85,12 +85,55 @@ def cpu_device_count(config, cores: int | None = None) -> int:
   return 1
 
 
-def cpu_xla_flags(count: int) -> str:
-  """The XLA_FLAGS of our CPU default with `count` host devices (scripts/bench_* use it too)."""
+def cpu_xla_flags(count: int, convolutions: str = "xla") -> str:
+  """The XLA_FLAGS of our CPU default with `count` host devices (scripts/bench_* use it too).
+
+  `convolutions`: "eigen" adds `EIGEN_CONVOLUTIONS_FLAG` (see `config.train.cpu_convolutions`;
+  the caller checks `xla_has_eigen_convolutions_flag()`), "xla" leaves XLA's choice.
+  """
   # XLA:CPU aborts a collective whose participants arrive more than 40 s apart (by default);
   # on a loaded machine with one device per core that can happen without any deadlock.
-  return (f"--xla_force_host_platform_device_count={count} "
-          "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+  flags_ = (f"--xla_force_host_platform_device_count={count} "
+            "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+  if convolutions not in CPU_CONVOLUTIONS:
+    raise ValueError(f"convolutions={convolutions!r}: expected one of {CPU_CONVOLUTIONS}.")
+  return flags_ + (f" {EIGEN_CONVOLUTIONS_FLAG}" if convolutions == "eigen" else "")
+
+
+# config.train.cpu_convolutions: "xla" leaves XLA:CPU's choice of convolution kernels
+# (YNNPACK in jaxlib 0.10); "eigen" keeps convolutions out of YNNPACK, so XLA runs them
+# with Eigen: 0.86x the FixMatch WRN-28-2 step time at B = 8 on the project's 2-core CPU,
+# mostly from the weight gradients (docs/benchmarks.md, "Eigen convolutions").
+CPU_CONVOLUTIONS = ("eigen", "xla")
+EIGEN_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+_YNN_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
+
+
+def xla_has_eigen_convolutions_flag() -> bool:
+  """Whether the installed jaxlib knows `EIGEN_CONVOLUTIONS_FLAG`.
+
+  The flag is experimental, and XLA kills the process on a flag it does not know, so it is
+  only set when XLA's library (jaxlib's largest shared object) names both the flag and
+  the fusion type it removes. Reads the file through mmap: ~10 ms, no JAX import.
+  """
+  import glob  # noqa: PLC0415
+  import importlib.util  # noqa: PLC0415
+  import mmap  # noqa: PLC0415
+
+  spec = importlib.util.find_spec("jaxlib")
+  if spec is None or not spec.origin:
+    return False
+  libraries = glob.glob(os.path.join(os.path.dirname(spec.origin), "**", "*.so"),
+                        recursive=True)
+  if not libraries:
+    return False
+  try:
+    with open(max(libraries, key=os.path.getsize), "rb") as f, \
+        mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+      return (data.find(_YNN_FLAG_NAME.encode()) >= 0
+              and data.find(b"LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION") >= 0)
+  except (OSError, ValueError):
+    return False
 
 
 def jax_backends_initialized() -> bool:
@@ -108,13 +151,38 @@ def jax_backends_initialized() -> bool:
     return True
 
 
-def set_cpu_devices(config) -> None:
-  """Adds --xla_force_host_platform_device_count unless the user already chose one."""
+def recipe_cpu_convolutions() -> str:
+  """The convolution library the paper recipes get here: configs.base_config's
+  `train.cpu_convolutions`, or "xla" where this jaxlib lacks the flag (for the benchmarks)."""
+  from fixmatch_jax import configs  # noqa: PLC0415 - no JAX import.
+  choice = configs.base_config().train.cpu_convolutions
+  return "xla" if choice == "eigen" and not xla_has_eigen_convolutions_flag() else choice
+
+
+def set_cpu_xla_flags(config) -> list[str]:
+  """Adds our CPU defaults to XLA_FLAGS before JAX starts; returns the flags added.
+
+  One host device per core (`cpu_device_count`) unless XLA_FLAGS already sets a count, and
+  with `config.train.cpu_convolutions == "eigen"`, `EIGEN_CONVOLUTIONS_FLAG` unless
+  XLA_FLAGS already chooses the YNNPACK fusions (skipped, with a warning, where this
+  jaxlib lacks the flag). Nothing once a JAX backend has started (XLA read its flags then).
+  """
   xla_flags = os.environ.get("XLA_FLAGS", "")
-  if "xla_force_host_platform_device_count" in xla_flags or jax_backends_initialized():
-    return
-  count = cpu_device_count(config)
-  os.environ["XLA_FLAGS"] = f"{xla_flags} {cpu_xla_flags(count)}".strip()
+  if jax_backends_initialized():
+    return []
+  added = []
+  if "xla_force_host_platform_device_count" not in xla_flags:
+    added.append(cpu_xla_flags(cpu_device_count(config)))
+  if config.train.cpu_convolutions == "eigen" and _YNN_FLAG_NAME not in xla_flags:
+    if xla_has_eigen_convolutions_flag():
+      added.append(EIGEN_CONVOLUTIONS_FLAG)
+    else:
+      logging.warning("config.train.cpu_convolutions='eigen' needs the XLA flag %s, which "
+                      "this jaxlib lacks; XLA chooses the convolution kernels instead.",
+                      EIGEN_CONVOLUTIONS_FLAG)
+  if added:
+    os.environ["XLA_FLAGS"] = " ".join([xla_flags, *added]).strip()
+  return added
 
 
 def limit_malloc_arenas(count: int) -> bool:
@@ -241,7 +309,7 @@ def main(argv):
     raise app.UsageError(str(e)) from None
   config = _CONFIG.value
   limit_malloc_arenas(_MALLOC_ARENA_MAX.value)
-  set_cpu_devices(config)
+  set_cpu_xla_flags(config)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
   import jax  # noqa: PLC0415 - after XLA_FLAGS is final.

@@ -54,11 +54,11 @@ SUMMARY_FILE = "summary.json"
 PSEUDO_LABEL_ACC, MASK_RATE = "train/pseudo_label_acc", "train/mask_rate"
 # Config keys that may differ between the runs of one row: the seed, and bookkeeping
 # that cannot change what is computed (where data live, how often to log/checkpoint,
-# how many CPU devices carry the same global batch).
+# how many CPU devices carry the same global batch, which library runs the convolutions).
 NON_RESULT_KEYS = frozenset({
     "seed", "data.data_dir", "data.prefetch", "data.num_parallel_calls",
     "train.log_every_steps", "train.checkpoint_every_steps", "train.keep_checkpoints",
-    "train.allow_config_change", "train.cpu_devices"})
+    "train.allow_config_change", "train.cpu_devices", "train.cpu_convolutions"})
 BEGIN_MARK, END_MARK = "<!-- summarize:begin {} -->", "<!-- summarize:end {} -->"
 
 

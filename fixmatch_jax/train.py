@@ -40,7 +40,8 @@ from fixmatch_jax.data import ctaugment_rates, pipeline, sources, splits
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
 # Config keys that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("train.num_steps", "optim.decay_steps", "train.allow_config_change")
+RESUMABLE_CHANGES = ("train.num_steps", "optim.decay_steps", "train.allow_config_change",
+                     "train.cpu_convolutions")
 
 
 class ConfigMismatchError(ValueError):

@@ -41,6 +41,7 @@ from fixmatch_jax.main import (  # noqa: E402
   find_tcmalloc,
   limit_malloc_arenas,
   process_environment,
+  recipe_cpu_convolutions,
 )
 
 
@@ -105,7 +106,8 @@ def main() -> None:
     if env is None:
       print(f"{name}: not installed, skipped", file=sys.stderr)
       continue
-    env = dict(env, XLA_FLAGS=cpu_xla_flags(args.devices), JAX_PLATFORMS="cpu",
+    env = dict(env, XLA_FLAGS=cpu_xla_flags(args.devices, recipe_cpu_convolutions()),
+               JAX_PLATFORMS="cpu",
                TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     row = bench_step.subprocess_json([sys.executable, __file__, "--worker",
                                       f"--batch={args.batch}", f"--steps={args.steps}"], env)

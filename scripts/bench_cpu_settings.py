@@ -36,20 +36,27 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 sys.path.insert(0, REPO)
 # No JAX import at module level: the workers set XLA_FLAGS first.
-from fixmatch_jax.main import process_environment  # noqa: E402
+from fixmatch_jax.main import (  # noqa: E402
+    cpu_xla_flags,
+    process_environment,
+    recipe_cpu_convolutions,
+)
 
 JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
-TIMEOUT = "--xla_cpu_collective_call_terminate_timeout_seconds=600"
 
 
-def _devices(n: int) -> str:
-  return f"--xla_force_host_platform_device_count={n} {TIMEOUT}"
+def _devices(n: int, convolutions: str | None = None) -> str:
+  """Device count and convolution library (None: the recipe's, configs.base_config)."""
+  return cpu_xla_flags(n, convolutions or DEFAULT_CONVOLUTIONS)
 
 
+# What fixmatch_jax.main chooses for the paper recipes (config.train.cpu_convolutions).
+DEFAULT_CONVOLUTIONS = recipe_cpu_convolutions()
 CORES = os.cpu_count() or 1
 # name -> (XLA_FLAGS, extra environment, model dtype, doc).
 SETTINGS: dict[str, dict] = {
-    "default": dict(flags=_devices(CORES), doc=f"{CORES} XLA host devices (one per core), f32"),
+    "default": dict(flags=_devices(CORES), doc=f"{CORES} XLA host devices (one per core), f32, "
+                    f"{DEFAULT_CONVOLUTIONS} convolutions: fixmatch_jax.main's CPU default"),
     "one_device": dict(flags=_devices(1), doc="1 XLA device (JAX's own default)"),
     "four_devices": dict(flags=_devices(2 * CORES), doc=f"{2 * CORES} devices (2 per core)"),
     "onednn": dict(flags=_devices(CORES) + " --xla_cpu_use_onednn=true",
@@ -79,11 +86,14 @@ SETTINGS: dict[str, dict] = {
                                 doc="no intra-op Eigen thread pool (parallelism = devices)"),
     "vector512": dict(flags=_devices(CORES) + " --xla_cpu_prefer_vector_width=512",
                       doc="512-bit vectors in generated loops"),
-    "no_ynn_conv": dict(
-        flags=_devices(CORES) + " --xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
-        doc="convolutions by Eigen instead of YNNPACK (XLA's default in jax 0.10)"),
+    "xla_convs": dict(
+        flags=_devices(CORES, "xla"),
+        doc="XLA's own choice of convolution kernels (YNNPACK in jaxlib 0.10; the default "
+            "until 2026-12-06, when config.train.cpu_convolutions='eigen' replaced it)"),
     "ynn_eltwise": dict(
-        flags=_devices(CORES) + " --xla_cpu_experimental_ynn_fusion_type=+eltwise,+reduce",
+        flags=_devices(CORES, "xla") + " --xla_cpu_experimental_ynn_fusion_type="
+        + ("-individual_convolution," if DEFAULT_CONVOLUTIONS == "eigen" else "")
+        + "+eltwise,+reduce",
         doc="YNNPACK also for elementwise and reduce fusions"),
     "bf16": dict(flags=_devices(CORES), dtype="bfloat16",
                  doc="model computation in bfloat16 (parameters f32)"),

@@ -71,8 +71,7 @@ def main() -> None:
   main_lib.restart_with_allocator(args.malloc)
 
   config = load_config(args.config, args.set)
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + main_lib.cpu_xla_flags(
-      main_lib.cpu_device_count(config))).strip()
+  main_lib.set_cpu_xla_flags(config)  # As fixmatch_jax.main: devices, convolution library.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import jax  # noqa: PLC0415 - after XLA_FLAGS.
   import tensorflow as tf  # noqa: PLC0415

@@ -37,7 +37,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # No JAX import at module level: the workers set XLA_FLAGS first.
-from fixmatch_jax.main import MALLOC_ENV, cpu_xla_flags, process_environment  # noqa: E402
+from fixmatch_jax.main import (  # noqa: E402
+    EIGEN_CONVOLUTIONS_FLAG,
+    MALLOC_ENV,
+    cpu_xla_flags,
+    process_environment,
+    recipe_cpu_convolutions,
+    xla_has_eigen_convolutions_flag,
+)
 
 DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.py")
 
@@ -190,8 +197,13 @@ def main() -> None:
   parser.add_argument("--cpu-weight-grad", default="default",
                       help="Our 3x3 weight gradients as matrix products on CPU "
                            "(models/conv.py, config.model.matmul_wgrad_min_images): 'default' "
-                           "(the recipe's: from 240 images per device), 'on' (always), "
+                           "(the recipe's: never since 2026-12-06), 'on' (always), "
                            "'off' (never), or e.g. 'on,off' for both.")
+  parser.add_argument("--cpu-convs", default="default",
+                      help="Which library runs our convolutions on CPU "
+                           "(config.train.cpu_convolutions): 'default' (the recipe's, "
+                           "configs.base_config), 'eigen', 'xla' (XLA's choice: YNNPACK in "
+                           "jaxlib 0.10), or e.g. 'eigen,xla' for both.")
   parser.add_argument("--arenas", default="2",
                       help="glibc malloc arena caps for ours under glibc, e.g. '2,0' (2: the "
                            "default of fixmatch_jax.main's --malloc_arena_max; 0: glibc's "
@@ -216,6 +228,7 @@ def main() -> None:
                        os.environ.get("BENCH_STEP_WGRAD", "default")))
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
     row["malloc"] = os.environ.get(MALLOC_ENV, "glibc")
+    row["cpu_convolutions"] = os.environ.get("BENCH_STEP_CONVS", "xla")
     row["malloc_arena_max"] = arenas if row["malloc"] == "glibc" else None
     print(json.dumps(row))
     return
@@ -227,13 +240,17 @@ def main() -> None:
   for batch in (int(b) for b in args.batches.split(",")):
     device_counts = ([int(d) for d in args.devices.split(",")] if args.devices
                      else sorted({cores, 1}, reverse=True))
-    variants = [(d, m, a, w) for d in device_counts for m in args.malloc.split(",")
+    variants = [(d, m, a, w, c) for d in device_counts for m in args.malloc.split(",")
                 for a in (int(a) for a in args.arenas.split(","))
-                for w in args.cpu_weight_grad.split(",")]
-    for devices, malloc, arenas, wgrad in variants:
-      env = dict(process_environment(malloc), XLA_FLAGS=cpu_xla_flags(devices),
+                for w in args.cpu_weight_grad.split(",") for c in args.cpu_convs.split(",")]
+    for devices, malloc, arenas, wgrad, convs in variants:
+      convs = recipe_cpu_convolutions() if convs == "default" else convs
+      if convs == "eigen" and not xla_has_eigen_convolutions_flag():
+        raise SystemExit(f"This jaxlib lacks {EIGEN_CONVOLUTIONS_FLAG}; use --cpu-convs xla.")
+      env = dict(process_environment(malloc), XLA_FLAGS=cpu_xla_flags(devices, convs),
                  JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
-                 BENCH_STEP_ARENAS=str(arenas), BENCH_STEP_WGRAD=wgrad)
+                 BENCH_STEP_ARENAS=str(arenas), BENCH_STEP_WGRAD=wgrad,
+                 BENCH_STEP_CONVS=convs)
       if env[MALLOC_ENV] != "glibc" and arenas != int(args.arenas.split(",")[0]):
         continue  # Arena caps are a glibc setting.
       cmd = [sys.executable, __file__, f"--worker={batch}", f"--mu={args.mu}",
@@ -273,7 +290,9 @@ def main() -> None:
     if row.get("impl") == "jax":
       wgrad = (", weight gradients as matrix products" if row.get("matmul_wgrad")
                else ", XLA's weight gradients")
-      name = f"ours, {row['devices']} XLA device(s){alloc}{wgrad}{warm}"
+      convs = (", Eigen convolutions" if row.get("cpu_convolutions") == "eigen"
+               else ", XLA's convolutions (YNNPACK)")
+      name = f"ours, {row['devices']} XLA device(s){alloc}{convs}{wgrad}{warm}"
     else:
       name = (f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else "")
               + alloc)

@@ -30,7 +30,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
 
 # No JAX import at module level: XLA_FLAGS is set first.
-from fixmatch_jax.main import cpu_xla_flags, restart_with_allocator  # noqa: E402
+from fixmatch_jax.main import (  # noqa: E402
+    cpu_xla_flags,
+    recipe_cpu_convolutions,
+    restart_with_allocator,
+)
 
 # Profiler events that are not operations of the step (runtime bookkeeping, Python frames).
 _NOT_OPS = ("ThunkExecutor", "$", "Rendezvous", "Wait", "PjitFunction", "CommonPjRt",
@@ -46,10 +50,14 @@ def main() -> None:
   parser.add_argument("--malloc", default="auto", choices=("auto", "tcmalloc", "glibc"),
                       help="Allocator, as fixmatch_jax.main's --malloc (restarts the script "
                            "once with tcmalloc preloaded when it applies).")
+  parser.add_argument("--cpu-convs", default="default", choices=("default", "eigen", "xla"),
+                      help="Convolution library (config.train.cpu_convolutions; default: the "
+                           "recipe's).")
   args = parser.parse_args()
   restart_with_allocator(args.malloc)
+  convs = recipe_cpu_convolutions() if args.cpu_convs == "default" else args.cpu_convs
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " "
-                             + cpu_xla_flags(args.devices)).strip()
+                             + cpu_xla_flags(args.devices, convs)).strip()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   import bench_step  # noqa: PLC0415
   import jax  # noqa: PLC0415

@@ -27,7 +27,7 @@ _TEACHER = flags.DEFINE_string("teacher", None, "Teacher run directory (default:
 def main(argv):
   del argv
   config = cli._CONFIG.value  # noqa: SLF001 - the flag main.py defines.
-  cli.set_cpu_devices(config.teacher)
+  cli.set_cpu_xla_flags(config.teacher)
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   from fixmatch_jax import deep_label_propagation, self_training  # noqa: PLC0415
 

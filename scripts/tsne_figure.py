@@ -133,7 +133,7 @@ def main() -> None:
 
   steps = {"supervised": args.supervised_steps, "fixmatch": args.fixmatch_steps}
   configs = {name: _config(name, args.labels, steps[name]) for name in steps}
-  cli.set_cpu_devices(configs["fixmatch"])  # one XLA device per core, before JAX starts
+  cli.set_cpu_xla_flags(configs["fixmatch"])  # one XLA device per core, before JAX starts
   results = {}
   for name, config in configs.items():
     workdir = os.path.join(args.runs, f"{name}_labels{args.labels}_steps{steps[name]}_seed1")

@@ -1,11 +1,14 @@
-"""The CLI's CPU defaults: one XLA host device per core, set before any backend starts,
-tcmalloc preloaded by a restart when installed, and the cap on glibc's malloc arenas."""
+"""The CLI's CPU defaults: one XLA host device per core and Eigen convolutions, set before
+any backend starts, tcmalloc preloaded by a restart when installed, and the cap on glibc's
+malloc arenas."""
 
+import json
 import os
 import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from fixmatch_jax import configs, main
@@ -32,7 +35,7 @@ def test_devices_are_forced_even_when_jax_was_imported_by_the_config():
       "from fixmatch_jax import configs, main\n"
       "config = configs.base_config()\n"
       "config.train.cpu_devices = 2\n"
-      "main.set_cpu_devices(config)\n"
+      "main.set_cpu_xla_flags(config)\n"
       "print(len(jax.devices()))\n")
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
@@ -144,3 +147,78 @@ def test_process_environment_replaces_any_allocator_setting_of_the_base(monkeypa
     assert main.process_environment("auto", base) == {
         "PATH": "/bin", main.MALLOC_ENV: "libtcmalloc_minimal.so.4",
         "LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+
+
+_CONV_PROBE = """
+import json, sys
+import numpy as np
+from fixmatch_jax import configs, main
+config = configs.base_config()
+config.train.cpu_devices = 1
+config.train.cpu_convolutions = sys.argv[1]
+added = main.set_cpu_xla_flags(config)
+import jax
+from jax import lax
+rng = np.random.default_rng(0)
+x = rng.standard_normal((4, 8, 8, 32), np.float32)
+w = rng.standard_normal((3, 3, 32, 32), np.float32)
+g = rng.standard_normal((4, 8, 8, 32), np.float32)
+def conv(x, w):
+  return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+def forward_and_gradients(x, w, g):
+  y, vjp = jax.vjp(conv, x, w)
+  return (y, *vjp(g))
+fn = jax.jit(forward_and_gradients)
+hlo = fn.lower(x, w, g).compile().as_text()
+y, dx, dw = fn(x, w, g)
+np.savez(sys.argv[2], y=y, dx=dx, dw=dw)
+print(json.dumps(dict(added=added, ynn_fusions=hlo.count('"__ynn_fusion"'),
+                      convolutions=hlo.count(" convolution("))))
+"""
+
+
+def _conv_probe(choice: str, out: str) -> dict:
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=REPO)
+  run = subprocess.run([sys.executable, "-c", _CONV_PROBE, choice, out], env=env,
+                       capture_output=True, text=True, check=True, timeout=120)
+  return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not main.xla_has_eigen_convolutions_flag(),
+                    reason="this jaxlib has no YNNPACK fusion flag")
+def test_eigen_convolutions_leave_ynnpack_and_compute_the_same_gradients(tmp_path):
+  eigen = _conv_probe("eigen", str(tmp_path / "eigen.npz"))
+  xla = _conv_probe("xla", str(tmp_path / "xla.npz"))
+  assert eigen["added"][-1] == main.EIGEN_CONVOLUTIONS_FLAG
+  assert main.EIGEN_CONVOLUTIONS_FLAG not in " ".join(xla["added"])
+  # The oracle is the compiled HLO: with the flag, the forward convolution and both of its
+  # gradients stay XLA convolution thunks (Eigen); without it XLA wraps each of the three in
+  # a YNNPACK fusion.
+  assert (eigen["ynn_fusions"], eigen["convolutions"]) == (0, 3)
+  assert (xla["ynn_fusions"], xla["convolutions"]) == (3, 3)
+  a, b = np.load(tmp_path / "eigen.npz"), np.load(tmp_path / "xla.npz")
+  for key in ("y", "dx", "dw"):
+    np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-3 * np.abs(b[key]).max())
+
+
+def test_eigen_convolutions_flag_yields_to_the_user_and_to_old_jaxlibs(monkeypatch, caplog):
+  monkeypatch.setattr(main, "jax_backends_initialized", lambda: False)
+  config = configs.base_config()
+  assert config.train.cpu_convolutions == "eigen"
+  own = "--xla_force_host_platform_device_count=1 --xla_cpu_experimental_ynn_fusion_type=+eltwise"
+  monkeypatch.setenv("XLA_FLAGS", own)
+  assert main.set_cpu_xla_flags(config) == [] and os.environ["XLA_FLAGS"] == own
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  monkeypatch.setattr(main, "xla_has_eigen_convolutions_flag", lambda: False)
+  with caplog.at_level("WARNING"):
+    assert main.set_cpu_xla_flags(config) == []
+  assert "lacks" in caplog.text and main.EIGEN_CONVOLUTIONS_FLAG in caplog.text
+  monkeypatch.setattr(main, "xla_has_eigen_convolutions_flag", lambda: True)
+  assert main.set_cpu_xla_flags(config) == [main.EIGEN_CONVOLUTIONS_FLAG]
+  assert os.environ["XLA_FLAGS"].endswith(main.EIGEN_CONVOLUTIONS_FLAG)
+  config.train.cpu_convolutions = "xla"
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  assert main.set_cpu_xla_flags(config) == []
+  with pytest.raises(ValueError, match="convolutions='onednn'"):
+    main.cpu_xla_flags(2, "onednn")

@@ -2,11 +2,13 @@
 
 `config.model.matmul_wgrad_min_images`: used for a convolution when each device holds at
 least that many images (the global batch / jax.device_count(), i.e. data parallelism over
-all devices); 240 in the paper recipes (configs.base_config: B = 64 with mu = 7 is 480 per
-device on 2 devices, 240 on 4), -1 (never) in the CPU short runs (configs.short_run,
-whose tables in docs/ were measured with XLA's) and in the modules' own defaults. Forward
-and input gradient are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations,
-HWIO kernel) the *weight* gradient on CPU is computed differently:
+all devices); -1 (never) by default. It pays only where XLA:CPU runs the convolutions with
+YNNPACK (`config.train.cpu_convolutions="xla"` in jaxlib 0.10), from about 240 images per
+device: Eigen's weight gradients, the CPU default since 2026-12-06
+(`config.train.cpu_convolutions="eigen"`), beat both (B = 64 step: 4.03 s with Eigen's,
+4.62 s with these products; below). Forward and input gradient are XLA's own. For 3x3,
+stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the *weight* gradient on CPU
+is computed differently:
 
   dW[i, j, c, o] = sum over n, h, w of  x_pad[n, h + i, w + j, c] * dy[n, h, w, o]
 
@@ -23,9 +25,11 @@ taps of the padded input side by side ([N*H*W, 3C]), and
 127 / 90 / 63 ms for the same three layers. Against XLA's, per layer (32x32 / 16x16 /
 8x8): 1.31 / 1.09 / 1.12x the time with 60 images, 1.41 / 1.02 / 0.87x with 120, 0.94 /
 0.99 / 0.77x with 240, 0.81 / 0.40 / 0.71x with 480 (`scripts/bench_conv.py --images N`):
-hence the threshold of 240. In the whole FixMatch WRN-28-2 step on 2 XLA devices: B = 64,
-4.71 s instead of 6.08 s; B = 8 (forced on), 0.590 s instead of 0.561 s
-(`scripts/bench_step.py`, docs/benchmarks.md). The copies are made to wait for this
+hence a threshold of 240 with YNNPACK. In the whole FixMatch WRN-28-2 step on 2 XLA
+devices with YNNPACK convolutions: B = 64, 4.71 s instead of 6.08 s; B = 8 (forced on),
+0.590 s instead of 0.561 s. With Eigen's convolutions (06:44 UTC the same day): B = 64,
+4.62 s instead of 4.03 s; B = 8, 0.587 s instead of 0.452 s (`scripts/bench_step.py
+--cpu-convs eigen,xla --cpu-weight-grad off,on`, docs/benchmarks.md). The copies are made to wait for this
 layer's gradient (`after_dy` below); otherwise XLA builds every layer's
 copies in the forward pass and keeps them, 4.3x the step's temporary memory. Only the CPU
 gets this path (`lax.platform_dependent`); GPUs and TPUs keep their vendor kernels. The
