@@ -163,6 +163,8 @@ def write_run_info(workdir: str) -> dict[str, Any]:
   info["hardware"] = " + ".join(known + ([hardware] if hardware not in known else []))
   info["jax_version"] = jax.__version__
   info["allocator"] = allocator_description()  # Speed, not numbers, depends on it.
+  # What XLA read when JAX started (device count, convolution library: fixmatch_jax.main).
+  info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
   if jax.process_index() == 0:
     with open(path + ".tmp", "w") as f:
       json.dump(info, f, indent=2)

@@ -5,12 +5,13 @@ r"""Benchmark: the WRN-28-2 3x3 convolutions one by one, XLA:CPU vs PyTorch, on 
 
 For the three widths of WRN-28-2 (32x32x32, 16x16x64, 8x8x128; stride 1, SAME) it times
 the forward convolution, the input gradient and the weight gradient: XLA's (through
-jax.vjp), our matrix-product weight gradient (`models/conv.py`, the models'
-`matmul_wgrad_min_images` option), and PyTorch's channels_last kernels (oneDNN; torch's
-`convolution_backward` with one output mask at a time). Each side runs in its own process
-pinned to CPU 0 with one thread, so the numbers are kernel against kernel; JAX runs with
-the allocator fixmatch_jax.main would pick (tcmalloc when installed). Median of `--repeats`
-calls after a warm-up, in ms.
+jax.vjp; with XLA's own choice of kernels, YNNPACK in jaxlib 0.10, and with Eigen's, as
+`config.train.cpu_convolutions="eigen"` sets), our matrix-product weight gradient
+(`models/conv.py`, the models' `matmul_wgrad_min_images` option), and PyTorch's
+channels_last kernels (oneDNN; torch's `convolution_backward` with one output mask at a
+time). Each side runs in its own process pinned to CPU 0 with one thread, so the numbers
+are kernel against kernel; JAX runs with the allocator fixmatch_jax.main would pick
+(tcmalloc when installed). Median of `--repeats` calls after a warm-up, in ms.
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ sys.path[:0] = [REPO, os.path.join(REPO, "scripts")]
 # No JAX import at module level.
 import bench_step  # noqa: E402
 
-from fixmatch_jax.main import MALLOC_ENV, allocator_environment, process_environment  # noqa: E402
+from fixmatch_jax.main import (  # noqa: E402
+    MALLOC_ENV,
+    allocator_environment,
+    cpu_xla_flags,
+    process_environment,
+    xla_has_eigen_convolutions_flag,
+)
 
 LAYERS = ((32, 32), (16, 64), (8, 128))  # (height = width, channels)
 
@@ -108,27 +115,38 @@ def main() -> None:
     return
 
   results = {}
-  for side, env in (("jax", dict(process_environment("auto"), JAX_PLATFORMS="cpu",
-                                  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")),
-                    ("torch", process_environment("glibc"))):
-    results[side] = bench_step.subprocess_json(
-        [sys.executable, __file__, f"--worker={side}", f"--images={args.images}",
+  one_thread = "--xla_cpu_multi_thread_eigen=false"
+  sides = [("ynnpack", "jax", dict(process_environment("auto"), JAX_PLATFORMS="cpu",
+                                   XLA_FLAGS=f"{one_thread} {cpu_xla_flags(1, 'xla')}")),
+           ("torch", "torch", process_environment("glibc"))]
+  if xla_has_eigen_convolutions_flag():  # config.train.cpu_convolutions="eigen"
+    sides.insert(1, ("eigen", "jax", dict(sides[0][2], XLA_FLAGS=f"{one_thread} "
+                                                                f"{cpu_xla_flags(1, 'eigen')}")))
+  for name, worker, env in sides:
+    results[name] = bench_step.subprocess_json(
+        [sys.executable, __file__, f"--worker={worker}", f"--images={args.images}",
          f"--repeats={args.repeats}"], dict(env, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3"))
 
   print(f"\nmachine: {platform.processor() or platform.machine()}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one core (CPU 0), one "
         f"thread each; {args.images} images per layer; torch {results['torch']['torch']}; "
         f"JAX allocator: {allocator_environment('auto')[MALLOC_ENV]}")
-  print("| layer | XLA forward | torch forward | XLA input grad | torch input grad | "
-        "XLA weight grad | ours: weight grad as matrix products | torch weight grad |")
-  print("|---|---:|---:|---:|---:|---:|---:|---:|")
+  print("XLA (YNNPACK): XLA's own choice; XLA (Eigen): with config.train.cpu_convolutions="
+        "'eigen' (the CPU default of the paper recipes); '-': this jaxlib lacks the flag.")
+  print("| layer | XLA (YNNPACK) forward | XLA (Eigen) forward | torch forward | "
+        "XLA (YNNPACK) input grad | XLA (Eigen) input grad | torch input grad | "
+        "XLA (YNNPACK) weight grad | XLA (Eigen) weight grad | "
+        "ours: weight grad as matrix products | torch weight grad |")
+  print("|---|" + "---:|" * 10)
   for size, channels in LAYERS:
     key = f"{size}x{size}x{channels}"
-    jx, tr = results["jax"], results["torch"]
-    print(f"| {key} | {jx[f'{key} forward']} | {tr[f'{key} forward']} | "
-          f"{jx[f'{key} input grad']} | {tr[f'{key} input grad']} | "
-          f"{jx[f'{key} weight grad']} | {jx[f'{key} weight grad, matrix products']} | "
-          f"{tr[f'{key} weight grad']} |")
+    ynn, eigen, tr = results["ynnpack"], results.get("eigen", {}), results["torch"]
+    cells = [ynn[f"{key} forward"], eigen.get(f"{key} forward", "-"), tr[f"{key} forward"],
+             ynn[f"{key} input grad"], eigen.get(f"{key} input grad", "-"),
+             tr[f"{key} input grad"], ynn[f"{key} weight grad"],
+             eigen.get(f"{key} weight grad", "-"), ynn[f"{key} weight grad, matrix products"],
+             tr[f"{key} weight grad"]]
+    print(f"| {key} | " + " | ".join(str(c) for c in cells) + " |")
   print(json.dumps(results))
 
 

@@ -66,3 +66,11 @@ def test_run_info_records_the_allocator_fixmatch_jax_main_chose(tmp_path, monkey
   monkeypatch.delenv(main.MALLOC_ENV)
   monkeypatch.setenv("LD_PRELOAD", "/opt/lib/libjemalloc.so.2")  # The user's own preload.
   assert metrics.write_run_info(str(tmp_path))["allocator"] == "/opt/lib/libjemalloc.so.2"
+
+
+def test_run_info_records_the_xla_flags(tmp_path, monkeypatch):
+  from fixmatch_jax import main  # noqa: PLC0415
+  flags = main.cpu_xla_flags(2, "eigen")
+  monkeypatch.setenv("XLA_FLAGS", flags)
+  info = metrics.write_run_info(str(tmp_path))
+  assert info["xla_flags"] == flags and main.EIGEN_CONVOLUTIONS_FLAG in info["xla_flags"]

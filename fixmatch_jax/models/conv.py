@@ -29,8 +29,8 @@ hence a threshold of 240 with YNNPACK. In the whole FixMatch WRN-28-2 step on 2 
 devices with YNNPACK convolutions: B = 64, 4.71 s instead of 6.08 s; B = 8 (forced on),
 0.590 s instead of 0.561 s. With Eigen's convolutions (06:44 UTC the same day): B = 64,
 4.62 s instead of 4.03 s; B = 8, 0.587 s instead of 0.452 s (`scripts/bench_step.py
---cpu-convs eigen,xla --cpu-weight-grad off,on`, docs/benchmarks.md). The copies are made to wait for this
-layer's gradient (`after_dy` below); otherwise XLA builds every layer's
+--cpu-convs eigen,xla --cpu-weight-grad off,on`, docs/benchmarks.md). The copies are made
+to wait for this layer's gradient (`after_dy` below); otherwise XLA builds every layer's
 copies in the forward pass and keeps them, 4.3x the step's temporary memory. Only the CPU
 gets this path (`lax.platform_dependent`); GPUs and TPUs keep their vendor kernels. The
 result is the same sum in another order: equal to XLA's own weight gradient to float32
