@@ -20,8 +20,10 @@ Compiled steps go to JAX's persistent compilation cache (`--compilation_cache`),
 resumed run or another seed of the same config starts without compiling again.
 
 On a CPU host, JAX is given one XLA device per core (data parallelism over the
-cores roughly halves step time on a 2-core machine); the count must be set
-before JAX starts, which is why this module imports JAX only inside `main`.
+cores roughly halves step time on a 2-core machine), and with
+`config.train.cpu_convolutions="eigen"` (the paper recipes) XLA runs convolutions with
+Eigen instead of YNNPACK; both are XLA_FLAGS, which must be set before JAX starts, which
+is why this module imports JAX only inside `main`.
 """
 
 from __future__ import annotations
