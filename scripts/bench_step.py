@@ -95,7 +95,7 @@ def uses_matmul_wgrad(requested: int | None, images: int) -> bool:
   from fixmatch_jax.models import conv  # noqa: PLC0415
   threshold = (configs.base_config().model.matmul_wgrad_min_images if requested is None
                else requested)
-  return jax.default_backend() == "cpu" and 0 <= threshold <= conv.images_per_device(images)
+  return jax.default_backend() == "cpu" and conv.takes_matmul_path(images, threshold)
 
 
 def _rss_peak_mb() -> float:

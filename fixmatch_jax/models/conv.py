@@ -136,6 +136,12 @@ def images_per_device(batch: int) -> int:
   return batch // max(1, jax.device_count())
 
 
+def takes_matmul_path(batch: int, min_images: int) -> bool:
+  """Whether a 3x3 convolution over `batch` images gets the matrix-product weight gradient
+  with `matmul_wgrad_min_images` = `min_images` (on CPU; -1: never)."""
+  return 0 <= min_images <= images_per_device(batch)
+
+
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
                          feature_group_count: int = 1, batch_group_count: int = 1,
@@ -147,7 +153,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
   on each device go through `conv3x3`; everything else (strides, 1x1 kernels, other
   layouts, small batches) is lax.conv_general_dilated unchanged.
   """
-  if (preferred_element_type is None and images_per_device(lhs.shape[0]) >= min_images
+  if (preferred_element_type is None and takes_matmul_path(lhs.shape[0], min_images)
       and _is_3x3_same(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                        dimension_numbers, feature_group_count, batch_group_count)):
     return conv3x3(lhs, rhs, precision)
