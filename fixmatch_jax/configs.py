@@ -109,11 +109,14 @@ def base_config() -> ml_collections.ConfigDict:
       allow_config_change=False,
       # Host (CPU) devices to force when running on CPU; 0 = one per core.
       cpu_devices=0,
-      # CPU only: "eigen" runs the convolutions with Eigen instead of YNNPACK (0.86x the
-      # step time at B = 8 on the project's 2-core CPU: XLA's YNNPACK weight gradients are
-      # slow); "xla" leaves XLA's choice. Set before JAX starts by fixmatch_jax.main;
-      # changes rounding, not results. docs/benchmarks.md, "Eigen convolutions".
-      cpu_convolutions="eigen",
+      # CPU only, which kernels run the convolutions: "onednn" gives the wide ResNets'
+      # convolutions to oneDNN (models/onednn.py; 0.76x the Eigen step time at B = 8 and
+      # 0.72x at B = 64 on the project's 2-core CPU) and the rest to Eigen, falling back to
+      # "eigen" where oneDNN cannot be built; "eigen" keeps XLA's convolutions out of
+      # YNNPACK (0.86x its step time at B = 8: its weight gradients are slow); "xla" leaves
+      # XLA's choice. Changes rounding, not results. docs/benchmarks.md, "oneDNN
+      # convolutions" and "Eigen convolutions".
+      cpu_convolutions="onednn",
   ))
   return config
 
@@ -265,8 +268,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     require(train[key] >= 1, f"train.{key}", train[key], ">= 1")
   require(train.keep_checkpoints >= 1, "train.keep_checkpoints", train.keep_checkpoints, ">= 1")
   require(train.summary_last_n >= 1, "train.summary_last_n", train.summary_last_n, ">= 1")
-  require(train.cpu_convolutions in ("eigen", "xla"), "train.cpu_convolutions",
-          train.cpu_convolutions, "'eigen' or 'xla'")
+  require(train.cpu_convolutions in ("onednn", "eigen", "xla"), "train.cpu_convolutions",
+          train.cpu_convolutions, "'onednn', 'eigen' or 'xla'")
 
 
 def fixmatch_paper(dataset: str, num_labels: int, seed: int) -> ml_collections.ConfigDict:

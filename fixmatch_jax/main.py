@@ -91,8 +91,10 @@ def cpu_device_count(config, cores: int | None = None) -> int:
 def cpu_xla_flags(count: int, convolutions: str = "xla") -> str:
   """The XLA_FLAGS of our CPU default with `count` host devices (scripts/bench_* use it too).
 
-  `convolutions`: "eigen" adds `EIGEN_CONVOLUTIONS_FLAG` (see `config.train.cpu_convolutions`;
-  the caller checks `xla_has_eigen_convolutions_flag()`), "xla" leaves XLA's choice.
+  `convolutions`: "eigen" and "onednn" add `EIGEN_CONVOLUTIONS_FLAG` (see
+  `config.train.cpu_convolutions`; the caller checks `xla_has_eigen_convolutions_flag()`;
+  with "onednn" it serves the convolutions models/onednn.py leaves to XLA), "xla" leaves
+  XLA's choice.
   """
   # XLA:CPU aborts a collective whose participants arrive more than 40 s apart (by default);
   # on a loaded machine with one device per core that can happen without any deadlock.
@@ -100,14 +102,18 @@ def cpu_xla_flags(count: int, convolutions: str = "xla") -> str:
             "--xla_cpu_collective_call_terminate_timeout_seconds=600")
   if convolutions not in CPU_CONVOLUTIONS:
     raise ValueError(f"convolutions={convolutions!r}: expected one of {CPU_CONVOLUTIONS}.")
-  return flags_ + (f" {EIGEN_CONVOLUTIONS_FLAG}" if convolutions == "eigen" else "")
+  eigen = convolutions == "eigen" or (convolutions == "onednn"
+                                      and xla_has_eigen_convolutions_flag())
+  return flags_ + (f" {EIGEN_CONVOLUTIONS_FLAG}" if eigen else "")
 
 
 # config.train.cpu_convolutions: "xla" leaves XLA:CPU's choice of convolution kernels
 # (YNNPACK in jaxlib 0.10); "eigen" keeps convolutions out of YNNPACK, so XLA runs them
 # with Eigen: 0.86x the FixMatch WRN-28-2 step time at B = 8 on the project's 2-core CPU,
-# mostly from the weight gradients (docs/benchmarks.md, "Eigen convolutions").
-CPU_CONVOLUTIONS = ("eigen", "xla")
+# mostly from the weight gradients (docs/benchmarks.md, "Eigen convolutions"); "onednn"
+# runs the wide ResNets' convolutions with oneDNN's kernels as XLA custom calls
+# (models/onednn.py) and the rest with Eigen.
+CPU_CONVOLUTIONS = ("onednn", "eigen", "xla")
 EIGEN_CONVOLUTIONS_FLAG = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
 _YNN_FLAG_NAME = "xla_cpu_experimental_ynn_fusion_type"
 
@@ -177,15 +183,15 @@ def set_cpu_xla_flags(config) -> list[str]:
   added = []
   if "xla_force_host_platform_device_count" not in xla_flags:
     added.append(cpu_xla_flags(cpu_device_count(config)))
-  if config.train.cpu_convolutions == "eigen" and _YNN_FLAG_NAME not in xla_flags:
+  if config.train.cpu_convolutions != "xla" and _YNN_FLAG_NAME not in xla_flags:
     if xla_has_eigen_convolutions_flag():
       added.append(EIGEN_CONVOLUTIONS_FLAG)
     else:
-      logging.warning("config.train.cpu_convolutions='eigen' needs the XLA flag %s, which "
-                      "this jaxlib lacks; XLA chooses the convolution kernels instead. With "
+      logging.warning("config.train.cpu_convolutions=%r needs the XLA flag %s, which "
+                      "this jaxlib lacks; XLA chooses the kernels of its convolutions. With "
                       "YNNPACK's, --config.model.matmul_wgrad_min_images=240 speeds up "
                       "large per-device batches (docs/benchmarks.md).",
-                      EIGEN_CONVOLUTIONS_FLAG)
+                      config.train.cpu_convolutions, EIGEN_CONVOLUTIONS_FLAG)
   if added:
     os.environ["XLA_FLAGS"] = " ".join([xla_flags, *added]).strip()
   return added

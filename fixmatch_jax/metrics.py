@@ -146,11 +146,12 @@ def hardware_description() -> str:
   return f"{len(devices)} x {kind}" + (f" over {processes} hosts" if processes > 1 else "")
 
 
-def write_run_info(workdir: str) -> dict[str, Any]:
+def write_run_info(workdir: str, **extra: Any) -> dict[str, Any]:
   """Records the hardware and start date of a run in `<workdir>/run_info.json`.
 
   The first invocation's date is kept; a resumed run on other hardware adds its
-  description, so a table built from the run names every machine it ran on.
+  description, so a table built from the run names every machine it ran on. `extra`
+  entries (e.g. the convolution kernels in use) are recorded as given, latest wins.
   """
   path = os.path.join(workdir, RUN_INFO_FILE)
   hardware = hardware_description()
@@ -165,6 +166,7 @@ def write_run_info(workdir: str) -> dict[str, Any]:
   info["allocator"] = allocator_description()  # Speed, not numbers, depends on it.
   # What XLA read when JAX started (device count, convolution library: fixmatch_jax.main).
   info["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+  info.update(extra)
   if jax.process_index() == 0:
     with open(path + ".tmp", "w") as f:
       json.dump(info, f, indent=2)

@@ -236,6 +236,20 @@ def replicate(mesh: Mesh, tree: Any) -> Any:
   return jax.device_put(copied, NamedSharding(mesh, P()))
 
 
+def under_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+  """`fn` traced with `mesh` as the context mesh, so that custom calls that XLA cannot
+  split over devices (models/onednn.py) can wrap themselves in shard_map over "data"."""
+
+  def traced(*args, **kwargs):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+      return fn(*args, **kwargs)
+
+  # jit names the executable (profiles, the compilation cache) after the function.
+  inner = fn.func if isinstance(fn, functools.partial) else fn
+  traced.__name__ = traced.__qualname__ = getattr(inner, "__name__", "step")
+  return traced
+
+
 def make_train_step(model: nn.Module, algorithm: Algorithm, tx: optax.GradientTransformation,
                     lr_fn: optax.Schedule, config: ml_collections.ConfigDict,
                     mesh: Mesh) -> Callable[[TrainState, Any], tuple[TrainState, Any]]:
@@ -246,12 +260,12 @@ def make_train_step(model: nn.Module, algorithm: Algorithm, tx: optax.GradientTr
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
   step = functools.partial(train_step, model=model, algorithm=algorithm, tx=tx, lr_fn=lr_fn,
                            config=config, num_shards=mesh.shape[DATA_AXIS])
-  return jax.jit(step, in_shardings=(replicated, sharded),
+  return jax.jit(under_mesh(step, mesh), in_shardings=(replicated, sharded),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh) -> Callable[[Any, Any, Any], dict[str, Any]]:
   """jit(eval_step) for `mesh`: (params, batch_stats) replicated, batch sharded over "data"."""
   replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
-  return jax.jit(functools.partial(eval_step, model=model),
+  return jax.jit(under_mesh(functools.partial(eval_step, model=model), mesh),
                  in_shardings=(replicated, replicated, sharded), out_shardings=replicated)

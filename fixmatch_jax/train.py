@@ -185,6 +185,36 @@ def load_sources(config_data: ml_collections.ConfigDict
   return train, test
 
 
+def resolve_cpu_convolutions(requested: str) -> str:
+  """The `config.train.cpu_convolutions` this process can honour.
+
+  "onednn" needs the oneDNN library (models/onednn.py); where it cannot be built or
+  loaded, the run goes on with "eigen" (the same arithmetic up to float32 rounding, and the
+  XLA flags fixmatch_jax.main set for "onednn" already chose Eigen) and says why.
+  Off the CPU the setting does nothing.
+  """
+  if requested != "onednn" or jax.default_backend() != "cpu":
+    return requested
+  from fixmatch_jax.models import onednn  # noqa: PLC0415 - builds C++ on first use.
+  reason = onednn.unavailable_reason()
+  if reason:
+    logging.warning("config.train.cpu_convolutions='onednn', but %s. Using Eigen's "
+                    "convolutions instead (slower on CPU, same results).", reason)
+    return "eigen"
+  return requested
+
+
+def cpu_convolutions_info(cpu_convolutions: str) -> dict[str, str]:
+  """run_info.json entries naming the convolution kernels in use."""
+  if jax.default_backend() != "cpu":
+    return {"cpu_convolutions": "unused (not a CPU run)"}
+  info = {"cpu_convolutions": cpu_convolutions}
+  if cpu_convolutions == "onednn":
+    from fixmatch_jax.models import onednn  # noqa: PLC0415
+    info["onednn_version"] = onednn.version()
+  return info
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
   """Trains `config.algorithm` with periodic evaluation and checkpoints in `workdir`.
 
@@ -202,7 +232,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   tf.config.set_visible_devices([], "GPU")
   os.makedirs(workdir, exist_ok=True)
   write_or_check_config(config, workdir)
-  metrics.write_run_info(workdir)  # Hardware and date, for the summarizer's tables.
+  # Hardware and date, for the summarizer's tables; which kernels ran the convolutions.
+  cpu_convolutions = resolve_cpu_convolutions(config.train.cpu_convolutions)
+  metrics.write_run_info(workdir, **cpu_convolutions_info(cpu_convolutions))
 
   algorithm = algorithms.get(config.algorithm)
   train_source, test_source = load_sources(config.data)
@@ -212,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                config.data.dataset, len(split.labelled), len(split.unlabelled),
                len(test_source.labels), num_classes)
 
-  model = models.create(config.model, num_classes)
+  model = models.create(config.model, num_classes, cpu_convolutions)
   lr_fn = optim.learning_rate_schedule(config.optim)
   tx = optim.create_optimizer(config.optim)
   mesh = steps.make_mesh()

@@ -86,13 +86,17 @@ SETTINGS: dict[str, dict] = {
                                 doc="no intra-op Eigen thread pool (parallelism = devices)"),
     "vector512": dict(flags=_devices(CORES) + " --xla_cpu_prefer_vector_width=512",
                       doc="512-bit vectors in generated loops"),
+    "eigen_convs": dict(
+        flags=_devices(CORES, "eigen"), convs="eigen",
+        doc="Eigen's convolutions (XLA's own; config.train.cpu_convolutions='eigen', the "
+            "default from 2026-12-06 06:30 to 08:00 UTC, when 'onednn' replaced it)"),
     "xla_convs": dict(
-        flags=_devices(CORES, "xla"),
+        flags=_devices(CORES, "xla"), convs="xla",
         doc="XLA's own choice of convolution kernels (YNNPACK in jaxlib 0.10; the default "
             "until 2026-12-06, when config.train.cpu_convolutions='eigen' replaced it)"),
     "ynn_eltwise": dict(
         flags=_devices(CORES, "xla") + " --xla_cpu_experimental_ynn_fusion_type="
-        + ("-individual_convolution," if DEFAULT_CONVOLUTIONS == "eigen" else "")
+        + ("-individual_convolution," if DEFAULT_CONVOLUTIONS != "xla" else "")
         + "+eltwise,+reduce",
         doc="YNNPACK also for elementwise and reduce fusions"),
     "bf16": dict(flags=_devices(CORES), dtype="bfloat16",
@@ -102,7 +106,8 @@ SETTINGS: dict[str, dict] = {
 }
 
 
-def worker(batch: int, mu: int, image_size: int, dtype: str | None) -> None:
+def worker(batch: int, mu: int, image_size: int, dtype: str | None,
+           convs: str | None = None) -> None:
   """Compiles the step, then answers "N" on stdin with a JSON list of N step times."""
   import jax
 
@@ -110,7 +115,7 @@ def worker(batch: int, mu: int, image_size: int, dtype: str | None) -> None:
   import bench_step
 
   jitted, state, device_batch = bench_step.build_step(batch, mu, image_size, conv_bias=False,
-                                                      dtype=dtype)
+                                                      dtype=dtype, cpu_convolutions=convs)
   start = time.perf_counter()
   step_fn = jitted.lower(state, device_batch).compile()
   state, metrics = step_fn(state, device_batch)
@@ -120,6 +125,8 @@ def worker(batch: int, mu: int, image_size: int, dtype: str | None) -> None:
   # XNNPACK) show up in it as custom fusion kinds, counted here.
   text = step_fn.as_text()
   fusions = collections.Counter(re.findall(r'"kind":"(__\w+)"', text))
+  # models/onednn.py's convolutions are custom calls, counted with the fusions.
+  fusions.update(re.findall(r'custom_call_target="(Fixmatch\w+)"', text))
   print(json.dumps({"ready": True, "devices": len(jax.devices()),
                     "first_step_s": time.perf_counter() - start,
                     "hlo_sha1": hashlib.sha1(text.encode()).hexdigest()[:10],
@@ -149,6 +156,8 @@ def start_worker(name: str, args: argparse.Namespace) -> subprocess.Popen:
          f"--image-size={args.image_size}"]
   if spec.get("dtype"):
     cmd.append(f"--dtype={spec['dtype']}")
+  if spec.get("convs"):
+    cmd.append(f"--convs={spec['convs']}")
   return subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           text=True)
 
@@ -183,9 +192,10 @@ def main() -> None:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
   parser.add_argument("--dtype", default=None, help=argparse.SUPPRESS)
+  parser.add_argument("--convs", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.worker:
-    worker(args.worker, args.mu, args.image_size, args.dtype)
+    worker(args.worker, args.mu, args.image_size, args.dtype, args.convs)
     return
 
   names = args.settings.split(",")

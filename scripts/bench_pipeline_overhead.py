@@ -84,7 +84,8 @@ def main() -> None:
   train_source, _ = train.load_sources(config.data)
   with tempfile.TemporaryDirectory() as workdir:
     split = splits.load_or_create(workdir, config.data, train_source, config.seed)
-  model = models.create(config.model, train_source.num_classes)
+  model = models.create(config.model, train_source.num_classes,
+                        train.resolve_cpu_convolutions(config.train.cpu_convolutions))
   tx = optim.create_optimizer(config.optim)
   lr_fn = optim.learning_rate_schedule(config.optim)
   mesh = steps.make_mesh()

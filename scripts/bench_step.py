@@ -50,13 +50,23 @@ DEFAULT_PEER = os.path.join(REPO, "..", "shared", "peers", "torch_fixmatch_step.
 
 
 def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
-               dtype: str | None = None, matmul_wgrad_min_images: int | None = None) -> tuple:
-  """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images."""
+               dtype: str | None = None, matmul_wgrad_min_images: int | None = None,
+               cpu_convolutions: str | None = None) -> tuple:
+  """(jitted step, replicated state, device batch) of FixMatch WRN-28-2 on random images.
+
+  `cpu_convolutions`: config.train.cpu_convolutions (None: the recipe's); the caller has
+  set the matching XLA flags (`fixmatch_jax.main.cpu_xla_flags`) before JAX started.
+  """
   import jax
   import numpy as np
 
-  from fixmatch_jax import algorithms, configs, models, optim, train_state
+  from fixmatch_jax import algorithms, configs, models, optim, train, train_state
   from fixmatch_jax import steps as steps_lib
+  from fixmatch_jax.main import recipe_cpu_convolutions
+
+  if cpu_convolutions is None:
+    cpu_convolutions = recipe_cpu_convolutions()
+  cpu_convolutions = train.resolve_cpu_convolutions(cpu_convolutions)
 
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu
@@ -65,7 +75,8 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
     config.model.matmul_wgrad_min_images = matmul_wgrad_min_images
   if dtype:
     config.model.dtype = dtype
-  model = models.create(config.model, 10)
+  config.train.cpu_convolutions = cpu_convolutions
+  model = models.create(config.model, 10, cpu_convolutions)
   algorithm = algorithms.get("fixmatch")
   tx = optim.create_optimizer(config.optim)
   lr_fn = optim.learning_rate_schedule(config.optim)
@@ -103,7 +114,8 @@ def _rss_peak_mb() -> float:
 
 
 def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
-             dtype: str | None = None, matmul_wgrad_min_images: int | None = None) -> dict:
+             dtype: str | None = None, matmul_wgrad_min_images: int | None = None,
+             cpu_convolutions: str | None = None) -> dict:
   """Times our jitted train step in this process (XLA_FLAGS already set by the parent).
 
   Memory, three ways: the process's peak RSS (what the peer reports too), the peak RSS
@@ -117,7 +129,7 @@ def run_ours(batch: int, mu: int, steps: int, image_size: int, conv_bias: bool,
 
   imports_mb = _rss_peak_mb()
   step_fn, state, device_batch = build_step(batch, mu, image_size, conv_bias, dtype,
-                                            matmul_wgrad_min_images)
+                                            matmul_wgrad_min_images, cpu_convolutions)
   times = []
   for _ in range(steps + 1):
     start = time.perf_counter()
@@ -202,8 +214,9 @@ def main() -> None:
   parser.add_argument("--cpu-convs", default="default",
                       help="Which library runs our convolutions on CPU "
                            "(config.train.cpu_convolutions): 'default' (the recipe's, "
-                           "configs.base_config), 'eigen', 'xla' (XLA's choice: YNNPACK in "
-                           "jaxlib 0.10), or e.g. 'eigen,xla' for both.")
+                           "configs.base_config), 'onednn' (models/onednn.py), 'eigen', "
+                           "'xla' (XLA's choice: YNNPACK in jaxlib 0.10), or e.g. "
+                           "'onednn,eigen' for both.")
   parser.add_argument("--arenas", default="2",
                       help="glibc malloc arena caps for ours under glibc, e.g. '2,0' (2: the "
                            "default of fixmatch_jax.main's --malloc_arena_max; 0: glibc's "
@@ -225,7 +238,8 @@ def main() -> None:
       use_compilation_cache(cache)
     row = run_ours(args.worker, args.mu, args.steps, args.image_size, args.conv_bias,
                    matmul_wgrad_min_images={"on": 0, "off": -1}.get(
-                       os.environ.get("BENCH_STEP_WGRAD", "default")))
+                       os.environ.get("BENCH_STEP_WGRAD", "default")),
+                   cpu_convolutions=os.environ.get("BENCH_STEP_CONVS"))
     row["compilation_cache"] = "warm" if cache and os.environ.get("BENCH_STEP_WARM") else "none"
     row["malloc"] = os.environ.get(MALLOC_ENV, "glibc")
     row["cpu_convolutions"] = os.environ.get("BENCH_STEP_CONVS", "xla")
@@ -245,7 +259,7 @@ def main() -> None:
                 for w in args.cpu_weight_grad.split(",") for c in args.cpu_convs.split(",")]
     for devices, malloc, arenas, wgrad, convs in variants:
       convs = recipe_cpu_convolutions() if convs == "default" else convs
-      if convs == "eigen" and not xla_has_eigen_convolutions_flag():
+      if convs != "xla" and not xla_has_eigen_convolutions_flag():
         raise SystemExit(f"This jaxlib lacks {EIGEN_CONVOLUTIONS_FLAG}; use --cpu-convs xla.")
       env = dict(process_environment(malloc), XLA_FLAGS=cpu_xla_flags(devices, convs),
                  JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO,
@@ -289,9 +303,10 @@ def main() -> None:
              f", glibc malloc (arenas <= {arenas})" if arenas else ", glibc malloc")
     if row.get("impl") == "jax":
       wgrad = (", weight gradients as matrix products" if row.get("matmul_wgrad")
+               else "" if row.get("cpu_convolutions") == "onednn"
                else ", XLA's weight gradients")
-      convs = (", Eigen convolutions" if row.get("cpu_convolutions") == "eigen"
-               else ", XLA's convolutions (YNNPACK)")
+      convs = {"eigen": ", Eigen convolutions", "onednn": ", oneDNN convolutions"}.get(
+          row.get("cpu_convolutions"), ", XLA's convolutions (YNNPACK)")
       name = f"ours, {row['devices']} XLA device(s){alloc}{convs}{wgrad}{warm}"
     else:
       name = (f"torch {row['torch']}" + (", channels_last" if row["channels_last"] else "")

@@ -50,7 +50,8 @@ def main() -> None:
   parser.add_argument("--malloc", default="auto", choices=("auto", "tcmalloc", "glibc"),
                       help="Allocator, as fixmatch_jax.main's --malloc (restarts the script "
                            "once with tcmalloc preloaded when it applies).")
-  parser.add_argument("--cpu-convs", default="default", choices=("default", "eigen", "xla"),
+  parser.add_argument("--cpu-convs", default="default",
+                      choices=("default", "onednn", "eigen", "xla"),
                       help="Convolution library (config.train.cpu_convolutions; default: the "
                            "recipe's).")
   args = parser.parse_args()
@@ -62,7 +63,8 @@ def main() -> None:
   import bench_step  # noqa: PLC0415
   import jax  # noqa: PLC0415
 
-  step_fn, state, batch = bench_step.build_step(args.batch, 7, 32, conv_bias=False)
+  step_fn, state, batch = bench_step.build_step(args.batch, 7, 32, conv_bias=False,
+                                                cpu_convolutions=convs)
   for _ in range(2):  # Compilation, then one step with warm caches.
     state, metrics = step_fn(state, batch)
     jax.block_until_ready((state, metrics))

@@ -91,7 +91,7 @@ def test_parse_arg_types_and_errors():
     ("data.batch_size", 0, "batch_size"),
     ("optim.ema_decay", 1.0, "ema_decay"),
     ("optim.lr", float("nan"), "lr"),
-    ("train.cpu_convolutions", "onednn", "cpu_convolutions.*'eigen' or 'xla'"),
+    ("train.cpu_convolutions", "mkl", "cpu_convolutions.*'onednn', 'eigen' or 'xla'"),
 ])
 def test_validate_names_the_bad_value(key, value, match):
   config = configs.base_config()

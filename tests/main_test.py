@@ -205,7 +205,7 @@ def test_eigen_convolutions_leave_ynnpack_and_compute_the_same_gradients(tmp_pat
 def test_eigen_convolutions_flag_yields_to_the_user_and_to_old_jaxlibs(monkeypatch, caplog):
   monkeypatch.setattr(main, "jax_backends_initialized", lambda: False)
   config = configs.base_config()
-  assert config.train.cpu_convolutions == "eigen"
+  assert config.train.cpu_convolutions == "onednn"  # Its leftover convolutions: Eigen's.
   own = "--xla_force_host_platform_device_count=1 --xla_cpu_experimental_ynn_fusion_type=+eltwise"
   monkeypatch.setenv("XLA_FLAGS", own)
   assert main.set_cpu_xla_flags(config) == [] and os.environ["XLA_FLAGS"] == own
@@ -220,5 +220,9 @@ def test_eigen_convolutions_flag_yields_to_the_user_and_to_old_jaxlibs(monkeypat
   config.train.cpu_convolutions = "xla"
   monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
   assert main.set_cpu_xla_flags(config) == []
-  with pytest.raises(ValueError, match="convolutions='onednn'"):
-    main.cpu_xla_flags(2, "onednn")
+  with pytest.raises(ValueError, match="convolutions='mkl'"):
+    main.cpu_xla_flags(2, "mkl")
+  # With "onednn", the flag only where this jaxlib has it (XLA aborts on unknown flags).
+  assert main.cpu_xla_flags(2, "onednn").endswith(main.EIGEN_CONVOLUTIONS_FLAG)
+  monkeypatch.setattr(main, "xla_has_eigen_convolutions_flag", lambda: False)
+  assert main.EIGEN_CONVOLUTIONS_FLAG not in main.cpu_xla_flags(2, "onednn")

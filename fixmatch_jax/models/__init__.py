@@ -12,6 +12,7 @@ Laine & Aila 2017 / Arazo et al. 2019, ~3.1M params, models/cnn13.py).
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -39,13 +40,18 @@ OPTIONS = ("depth", "widen", "extra_group", "width", "conv_bias", "dropout_rate"
            "input_dropout_rate", "matmul_wgrad_min_images")
 
 
-def create(config_model: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+def create(config_model: ml_collections.ConfigDict, num_classes: int,
+           cpu_convolutions: str = "xla") -> nn.Module:
   """Builds the model named `config_model.name`.
 
   Args:
     config_model: `name` plus optional fields from OPTIONS (None = the model's default);
       `dtype` is a string such as "float32" or "bfloat16".
     num_classes: number of output classes.
+    cpu_convolutions: `config.train.cpu_convolutions`; "onednn" gives models with a
+      `conv_kernels` field (the wide ResNets) oneDNN's convolutions when JAX's default
+      backend is the CPU (models/onednn.py). Other values change XLA flags only
+      (fixmatch_jax.main), nothing here.
 
   Returns:
     An unbound Flax module.
@@ -65,4 +71,7 @@ def create(config_model: ml_collections.ConfigDict, num_classes: int) -> nn.Modu
     value = config_model.get(field)
     if value is not None and field in module_class.__dataclass_fields__:
       kwargs[field] = jnp.dtype(value) if field == "dtype" else value
+  if (cpu_convolutions == "onednn" and "conv_kernels" in module_class.__dataclass_fields__
+      and jax.default_backend() == "cpu"):
+    kwargs["conv_kernels"] = "onednn"
   return module_class(num_classes=num_classes, **kwargs)

@@ -164,9 +164,22 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
       preferred_element_type=preferred_element_type)
 
 
-def for_min_images(min_images: int):
-  """The conv_general_dilated for flax's nn.Conv: ours with `min_images`, or None (XLA's
-  everywhere) when `min_images` < 0."""
+KERNELS = ("xla", "onednn")
+
+
+def for_model(min_images: int, kernels: str = "xla"):
+  """The conv_general_dilated for flax's nn.Conv, or None for lax's.
+
+  Args:
+    min_images: `matmul_wgrad_min_images` (ours with it; -1: off).
+    kernels: "xla" (lax.conv_general_dilated, or ours with `min_images`) or "onednn"
+      (`models/onednn.conv_general_dilated`, which replaces the matrix-product path).
+  """
+  if kernels not in KERNELS:
+    raise ValueError(f"conv_kernels={kernels!r}; valid: {', '.join(KERNELS)}")
+  if kernels == "onednn":
+    from fixmatch_jax.models import onednn  # noqa: PLC0415 - builds C++ on first use.
+    return onednn.conv_general_dilated
   if min_images < 0:
     return None
   return functools.partial(conv_general_dilated, min_images=min_images)

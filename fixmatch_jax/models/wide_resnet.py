@@ -52,6 +52,9 @@ class ResidualBlock(nn.Module):
     matmul_wgrad_min_images: on CPU, compute the 3x3 convolutions' weight gradients as
       matrix products when each device holds at least this many images (`models/conv.py`;
       the same values); -1: never (the default), 0: always.
+    conv_kernels: "xla" (lax.conv_general_dilated) or "onednn" (oneDNN's CPU kernels as
+      XLA custom calls, `models/onednn.py`; CPU only: models.create picks it from
+      `config.train.cpu_convolutions`).
   """
 
   filters: int
@@ -63,13 +66,15 @@ class ResidualBlock(nn.Module):
   leaky_slope: float = 0.1
   dtype: Any = jnp.float32
   matmul_wgrad_min_images: int = -1
+  conv_kernels: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     conv = lambda filters, size, strides, name: nn.Conv(
         filters, (size, size), strides=(strides, strides), padding="SAME",
         use_bias=self.conv_bias, kernel_init=conv_kernel_init, dtype=self.dtype, name=name,
-        conv_general_dilated=conv_lib.for_min_images(self.matmul_wgrad_min_images))
+        conv_general_dilated=conv_lib.for_model(self.matmul_wgrad_min_images,
+                                                     self.conv_kernels))
     norm = lambda name: BatchNorm(
         use_running_average=not train, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
         dtype=self.dtype, name=name)
@@ -109,6 +114,8 @@ class WideResNet(nn.Module):
       when each device holds at least this many images (`models/conv.py`: the same values;
       faster than XLA's at large per-device batches, slower at small ones); -1: never
       (the default), 0: always.
+    conv_kernels: "xla" or "onednn" (oneDNN's CPU kernels, `models/onednn.py`; as in
+      ResidualBlock).
   """
 
   num_classes: int
@@ -123,6 +130,7 @@ class WideResNet(nn.Module):
   stem_filters: int = 16
   dtype: Any = jnp.float32
   matmul_wgrad_min_images: int = -1
+  conv_kernels: str = "xla"
 
   @property
   def num_groups(self) -> int:
@@ -153,12 +161,13 @@ class WideResNet(nn.Module):
     x = to_model_input(images).astype(self.dtype)
     x = nn.Conv(self.stem_filters, (3, 3), padding="SAME", use_bias=self.conv_bias,
                 kernel_init=conv_kernel_init, dtype=self.dtype, name="stem",
-                conv_general_dilated=conv_lib.for_min_images(
-                    self.matmul_wgrad_min_images))(x)
+                conv_general_dilated=conv_lib.for_model(self.matmul_wgrad_min_images,
+                                                        self.conv_kernels))(x)
     block_options = dict(conv_bias=self.conv_bias, bn_momentum=self.bn_momentum,
                          bn_epsilon=self.bn_epsilon, leaky_slope=self.leaky_slope,
                          dtype=self.dtype,
-                         matmul_wgrad_min_images=self.matmul_wgrad_min_images)
+                         matmul_wgrad_min_images=self.matmul_wgrad_min_images,
+                         conv_kernels=self.conv_kernels)
     for group in range(self.num_groups):
       filters = self.stem_filters * self.widen * 2**group
       for block in range(self.blocks_per_group):

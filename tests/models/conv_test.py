@@ -93,7 +93,7 @@ def test_only_3x3_stride_1_same_nhwc_convolutions_take_the_new_path(monkeypatch)
     conv.conv_general_dilated(jnp.ones((8, 8, 8, 3)), w, (1, 1), "SAME",
                               dimension_numbers=("NHWC", "HWIO", "NHWC"), min_images=min_images)
     assert bool(calls) == expected, min_images
-  assert conv.for_min_images(-1) is None
+  assert conv.for_model(-1) is None
   # Another layout (NCHW) is passed through too.
   calls.clear()
   conv.conv_general_dilated(jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3)), (1, 1), "SAME",
