@@ -110,8 +110,8 @@ def base_config() -> ml_collections.ConfigDict:
       # Host (CPU) devices to force when running on CPU; 0 = one per core.
       cpu_devices=0,
       # CPU only, which kernels run the convolutions: "onednn" gives the wide ResNets'
-      # convolutions to oneDNN (models/onednn.py; 0.76x the Eigen step time at B = 8 and
-      # 0.72x at B = 64 on the project's 2-core CPU) and the rest to Eigen, falling back to
+      # convolutions to oneDNN (models/onednn.py; 0.74x the Eigen step time at B = 8 and
+      # 0.68x at B = 64 on the project's 2-core CPU) and the rest to Eigen, falling back to
       # "eigen" where oneDNN cannot be built; "eigen" keeps XLA's convolutions out of
       # YNNPACK (0.86x its step time at B = 8: its weight gradients are slow); "xla" leaves
       # XLA's choice. Changes rounding, not results. docs/benchmarks.md, "oneDNN

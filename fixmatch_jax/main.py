@@ -21,9 +21,10 @@ resumed run or another seed of the same config starts without compiling again.
 
 On a CPU host, JAX is given one XLA device per core (data parallelism over the
 cores roughly halves step time on a 2-core machine), and with
-`config.train.cpu_convolutions="eigen"` (the paper recipes) XLA runs convolutions with
-Eigen instead of YNNPACK; both are XLA_FLAGS, which must be set before JAX starts, which
-is why this module imports JAX only inside `main`.
+`config.train.cpu_convolutions` "onednn" (the paper recipes: the wide ResNets'
+convolutions are oneDNN custom calls, models/onednn.py) or "eigen", XLA runs its own
+convolutions with Eigen instead of YNNPACK; both are XLA_FLAGS, which must be set before
+JAX starts, which is why this module imports JAX only inside `main`.
 """
 
 from __future__ import annotations
@@ -162,8 +163,9 @@ def jax_backends_initialized() -> bool:
 
 
 def recipe_cpu_convolutions() -> str:
-  """The convolution library the paper recipes get here: configs.base_config's
-  `train.cpu_convolutions`, or "xla" where this jaxlib lacks the flag (for the benchmarks)."""
+  """The convolution kernels the paper recipes get here: configs.base_config's
+  `train.cpu_convolutions`, or "xla" where that is "eigen" and this jaxlib lacks the flag
+  (for the benchmarks; "onednn" falls back at run time, train.resolve_cpu_convolutions)."""
   from fixmatch_jax import configs  # noqa: PLC0415 - no JAX import.
   choice = configs.base_config().train.cpu_convolutions
   return "xla" if choice == "eigen" and not xla_has_eigen_convolutions_flag() else choice

@@ -36,6 +36,7 @@ from fixmatch_jax import (
     train_state,
 )
 from fixmatch_jax.data import ctaugment_rates, pipeline, sources, splits
+from fixmatch_jax.models import onednn
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
@@ -185,36 +186,6 @@ def load_sources(config_data: ml_collections.ConfigDict
   return train, test
 
 
-def resolve_cpu_convolutions(requested: str) -> str:
-  """The `config.train.cpu_convolutions` this process can honour.
-
-  "onednn" needs the oneDNN library (models/onednn.py); where it cannot be built or
-  loaded, the run goes on with "eigen" (the same arithmetic up to float32 rounding, and the
-  XLA flags fixmatch_jax.main set for "onednn" already chose Eigen) and says why.
-  Off the CPU the setting does nothing.
-  """
-  if requested != "onednn" or jax.default_backend() != "cpu":
-    return requested
-  from fixmatch_jax.models import onednn  # noqa: PLC0415 - builds C++ on first use.
-  reason = onednn.unavailable_reason()
-  if reason:
-    logging.warning("config.train.cpu_convolutions='onednn', but %s. Using Eigen's "
-                    "convolutions instead (slower on CPU, same results).", reason)
-    return "eigen"
-  return requested
-
-
-def cpu_convolutions_info(cpu_convolutions: str) -> dict[str, str]:
-  """run_info.json entries naming the convolution kernels in use."""
-  if jax.default_backend() != "cpu":
-    return {"cpu_convolutions": "unused (not a CPU run)"}
-  info = {"cpu_convolutions": cpu_convolutions}
-  if cpu_convolutions == "onednn":
-    from fixmatch_jax.models import onednn  # noqa: PLC0415
-    info["onednn_version"] = onednn.version()
-  return info
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train_state.TrainState:
   """Trains `config.algorithm` with periodic evaluation and checkpoints in `workdir`.
 
@@ -233,8 +204,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   os.makedirs(workdir, exist_ok=True)
   write_or_check_config(config, workdir)
   # Hardware and date, for the summarizer's tables; which kernels ran the convolutions.
-  cpu_convolutions = resolve_cpu_convolutions(config.train.cpu_convolutions)
-  metrics.write_run_info(workdir, **cpu_convolutions_info(cpu_convolutions))
+  cpu_convolutions = onednn.resolve_cpu_convolutions(config.train.cpu_convolutions)
+  metrics.write_run_info(workdir, **onednn.cpu_convolutions_info(cpu_convolutions))
 
   algorithm = algorithms.get(config.algorithm)
   train_source, test_source = load_sources(config.data)

@@ -6,8 +6,10 @@ r"""Benchmark: the WRN-28-2 3x3 convolutions one by one, XLA:CPU vs PyTorch, on 
 For the three widths of WRN-28-2 (32x32x32, 16x16x64, 8x8x128; stride 1, SAME) it times
 the forward convolution, the input gradient and the weight gradient: XLA's (through
 jax.vjp; with XLA's own choice of kernels, YNNPACK in jaxlib 0.10, and with Eigen's, as
-`config.train.cpu_convolutions="eigen"` sets), our matrix-product weight gradient
-(`models/conv.py`, the models' `matmul_wgrad_min_images` option), and PyTorch's
+`config.train.cpu_convolutions="eigen"` sets), oneDNN's as our custom calls
+(`models/onednn.py`, `config.train.cpu_convolutions="onednn"`, the recipes' CPU default),
+our matrix-product weight gradient (`models/conv.py`, the models'
+`matmul_wgrad_min_images` option), and PyTorch's
 channels_last kernels (oneDNN; torch's `convolution_backward` with one output mask at a
 time). Each side runs in its own process pinned to CPU 0 with one thread, so the numbers
 are kernel against kernel; JAX runs with the allocator fixmatch_jax.main would pick
@@ -55,16 +57,21 @@ def jax_worker(images: int, repeats: int) -> dict:
   import numpy as np  # noqa: PLC0415
   from jax import lax  # noqa: PLC0415
 
-  from fixmatch_jax.models import conv  # noqa: PLC0415
+  from fixmatch_jax.models import conv, onednn  # noqa: PLC0415
 
   dims = ("NHWC", "HWIO", "NHWC")
-  forward = lambda x, w: lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dims)
+  # oneDNN: the unused gradient's custom call is dropped from the jitted function.
+  conv_fn = (onednn.conv_general_dilated if os.environ.get("BENCH_CONV_KERNELS") == "onednn"
+             else lax.conv_general_dilated)
+  forward = lambda x, w: conv_fn(x, w, (1, 1), "SAME", dimension_numbers=dims)
   fns = {
       "forward": jax.jit(forward),
       "input grad": jax.jit(lambda x, w, g: jax.vjp(lambda x: forward(x, w), x)[1](g)[0]),
       "weight grad": jax.jit(lambda x, w, g: jax.vjp(lambda w: forward(x, w), w)[1](g)[0]),
-      "weight grad, matrix products": jax.jit(lambda x, w, g: conv.weight_grad_by_rows(x, g)),
   }
+  if conv_fn is lax.conv_general_dilated:
+    fns["weight grad, matrix products"] = jax.jit(
+        lambda x, w, g: conv.weight_grad_by_rows(x, g))
   rng = np.random.default_rng(0)
   out = {}
   for size, channels in LAYERS:
@@ -122,6 +129,7 @@ def main() -> None:
   if xla_has_eigen_convolutions_flag():  # config.train.cpu_convolutions="eigen"
     sides.insert(1, ("eigen", "jax", dict(sides[0][2], XLA_FLAGS=f"{one_thread} "
                                                                 f"{cpu_xla_flags(1, 'eigen')}")))
+  sides.insert(-1, ("onednn", "jax", dict(sides[0][2], BENCH_CONV_KERNELS="onednn")))
   for name, worker, env in sides:
     results[name] = bench_step.subprocess_json(
         [sys.executable, __file__, f"--worker={worker}", f"--images={args.images}",
@@ -130,23 +138,20 @@ def main() -> None:
   print(f"\nmachine: {platform.processor() or platform.machine()}; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; one core (CPU 0), one "
         f"thread each; {args.images} images per layer; torch {results['torch']['torch']}; "
-        f"JAX allocator: {allocator_environment('auto')[MALLOC_ENV]}")
-  print("XLA (YNNPACK): XLA's own choice; XLA (Eigen): with config.train.cpu_convolutions="
-        "'eigen' (the CPU default of the paper recipes); '-': this jaxlib lacks the flag.")
-  print("| layer | XLA (YNNPACK) forward | XLA (Eigen) forward | torch forward | "
-        "XLA (YNNPACK) input grad | XLA (Eigen) input grad | torch input grad | "
-        "XLA (YNNPACK) weight grad | XLA (Eigen) weight grad | "
-        "ours: weight grad as matrix products | torch weight grad |")
-  print("|---|" + "---:|" * 10)
+        f"JAX allocator: {allocator_environment('auto')[MALLOC_ENV]}; ms per call")
+  print("XLA (YNNPACK): XLA's own choice; XLA (Eigen): config.train.cpu_convolutions='eigen' "
+        "('-': this jaxlib lacks the flag); oneDNN: ours, 'onednn' (the recipes' CPU default).")
+  print("| layer | computation | XLA (YNNPACK) | XLA (Eigen) | oneDNN (ours) | "
+        "ours: matrix products | torch channels_last (oneDNN) |")
+  print("|---|---|---:|---:|---:|---:|---:|")
   for size, channels in LAYERS:
-    key = f"{size}x{size}x{channels}"
-    ynn, eigen, tr = results["ynnpack"], results.get("eigen", {}), results["torch"]
-    cells = [ynn[f"{key} forward"], eigen.get(f"{key} forward", "-"), tr[f"{key} forward"],
-             ynn[f"{key} input grad"], eigen.get(f"{key} input grad", "-"),
-             tr[f"{key} input grad"], ynn[f"{key} weight grad"],
-             eigen.get(f"{key} weight grad", "-"), ynn[f"{key} weight grad, matrix products"],
-             tr[f"{key} weight grad"]]
-    print(f"| {key} | " + " | ".join(str(c) for c in cells) + " |")
+    layer = f"{size}x{size}x{channels}"
+    for op in ("forward", "input grad", "weight grad"):
+      cells = [results[side].get(f"{layer} {op}", "-") if side in results else "-"
+               for side in ("ynnpack", "eigen", "onednn")]
+      cells.append(results["ynnpack"].get(f"{layer} {op}, matrix products", "-"))
+      cells.append(results["torch"][f"{layer} {op}"])
+      print(f"| {layer} | {op} | " + " | ".join(str(c) for c in cells) + " |")
   print(json.dumps(results))
 
 

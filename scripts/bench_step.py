@@ -60,13 +60,14 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   import jax
   import numpy as np
 
-  from fixmatch_jax import algorithms, configs, models, optim, train, train_state
+  from fixmatch_jax import algorithms, configs, models, optim, train_state
   from fixmatch_jax import steps as steps_lib
   from fixmatch_jax.main import recipe_cpu_convolutions
+  from fixmatch_jax.models import onednn
 
   if cpu_convolutions is None:
     cpu_convolutions = recipe_cpu_convolutions()
-  cpu_convolutions = train.resolve_cpu_convolutions(cpu_convolutions)
+  cpu_convolutions = onednn.resolve_cpu_convolutions(cpu_convolutions)
 
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu

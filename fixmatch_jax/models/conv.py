@@ -4,11 +4,12 @@
 least that many images (the global batch / jax.device_count(), i.e. data parallelism over
 all devices); -1 (never) by default. It pays only where XLA:CPU runs the convolutions with
 YNNPACK (`config.train.cpu_convolutions="xla"` in jaxlib 0.10), from about 240 images per
-device: Eigen's weight gradients, the CPU default since 2026-12-06
-(`config.train.cpu_convolutions="eigen"`), beat both (B = 64 step: 4.03 s with Eigen's,
-4.62 s with these products; below). Forward and input gradient are XLA's own. For 3x3,
-stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the *weight* gradient on CPU
-is computed differently:
+device: Eigen's weight gradients (`config.train.cpu_convolutions="eigen"`) beat both
+(B = 64 step: 4.03 s with Eigen's, 4.62 s with these products; below), and oneDNN's
+(`"onednn"`, models/onednn.py, the CPU default of the paper recipes since 2026-12-06
+08:00 UTC) beat Eigen's; with "onednn" this path is not used. Forward and input gradient
+are XLA's own. For 3x3, stride-1, "SAME" convolutions (NHWC activations, HWIO kernel) the
+*weight* gradient on CPU is computed differently:
 
   dW[i, j, c, o] = sum over n, h, w of  x_pad[n, h + i, w + j, c] * dy[n, h, w, o]
 

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
@@ -155,6 +156,34 @@ def unavailable_reason() -> str | None:
 def version() -> str:
   """The oneDNN version the library runs with (builds and loads it)."""
   return load().FixmatchOnednnVersion().decode()
+
+
+def resolve_cpu_convolutions(requested: str) -> str:
+  """The `config.train.cpu_convolutions` this process can honour.
+
+  "onednn" needs this library; where it cannot be built or loaded, training goes on with
+  "eigen" (the same arithmetic up to float32 rounding; the XLA flags fixmatch_jax.main set
+  for "onednn" already chose Eigen for XLA's convolutions) and the log says why. Off the
+  CPU the setting does nothing.
+  """
+  if requested != "onednn" or jax.default_backend() != "cpu":
+    return requested
+  reason = unavailable_reason()
+  if reason:
+    logging.warning("config.train.cpu_convolutions='onednn', but %s. Using Eigen's "
+                    "convolutions instead (slower on CPU, same results).", reason)
+    return "eigen"
+  return requested
+
+
+def cpu_convolutions_info(cpu_convolutions: str) -> dict[str, str]:
+  """run_info.json entries naming the convolution kernels in use."""
+  if jax.default_backend() != "cpu":
+    return {"cpu_convolutions": "unused (not a CPU run)"}
+  info = {"cpu_convolutions": cpu_convolutions}
+  if cpu_convolutions == "onednn":
+    info["onednn_version"] = version()
+  return info
 
 
 def threads_per_call() -> int:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from fixmatch_jax import algorithms, models, optim, steps, train, train_state
+from fixmatch_jax import algorithms, models, optim, steps, train_state
 from fixmatch_jax.models import conv as conv_lib
 from fixmatch_jax.models import onednn
 
@@ -241,16 +241,16 @@ def test_source_is_shipped_with_the_package():
 
 
 def test_training_falls_back_to_eigen_where_onednn_is_missing_and_says_why(monkeypatch, caplog):
-  assert train.resolve_cpu_convolutions("onednn") == "onednn"
-  info = train.cpu_convolutions_info("onednn")
+  assert onednn.resolve_cpu_convolutions("onednn") == "onednn"
+  info = onednn.cpu_convolutions_info("onednn")
   assert info["cpu_convolutions"] == "onednn"
   assert re.fullmatch(r"3\.\d+\.\d+", info["onednn_version"])
   monkeypatch.setattr(onednn, "unavailable_reason", lambda: "no oneDNN on this machine")
   with caplog.at_level("WARNING"):
-    assert train.resolve_cpu_convolutions("onednn") == "eigen"
+    assert onednn.resolve_cpu_convolutions("onednn") == "eigen"
   assert "no oneDNN on this machine" in caplog.text and "Eigen" in caplog.text
-  assert train.resolve_cpu_convolutions("xla") == "xla"
-  assert train.cpu_convolutions_info("eigen") == {"cpu_convolutions": "eigen"}
+  assert onednn.resolve_cpu_convolutions("xla") == "xla"
+  assert onednn.cpu_convolutions_info("eigen") == {"cpu_convolutions": "eigen"}
 
 
 def test_command_line_run_with_onednn_convolutions(tmp_path):
