@@ -215,25 +215,49 @@ def _data_shards(batch: int) -> tuple[object, int] | None:
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or DATA_AXIS not in mesh.axis_names:
     return None
+  if DATA_AXIS in getattr(mesh, "manual_axes", ()):
+    return None  # Inside a shard_map over "data" already: each device has its own images.
   size = mesh.shape[DATA_AXIS]
   if size == 1 or batch % size:
     return None  # Unsplittable: XLA runs the call on the gathered batch (correct, slower).
   return mesh, size
 
 
+def _varying(x) -> frozenset:
+  """The manual mesh axes `x` varies over (inside a shard_map with check_vma; else none)."""
+  return jax.typeof(x).manual_axis_type.varying
+
+
+def _call(target: str, shape, a, b, strides, pads):
+  """ffi_call of `target` on (a, b). Inside a shard_map, both operands are first made to
+  vary over the same manual axes (ffi_call requires it) and so does the result."""
+  axes = _varying(a) | _varying(b)
+  a, b = (lax.pcast(v, tuple(axes - _varying(v)), to="varying") if axes - _varying(v) else v
+          for v in (a, b))
+  mat = jax.typeof(a).manual_axis_type
+  extra = {} if mat.empty else dict(
+      manual_axis_type=mat, sharding=jax.sharding.NamedSharding(jax.typeof(a).sharding.mesh, P()))
+  out = jax.ShapeDtypeStruct(shape, a.dtype, **extra)
+  return jax.ffi.ffi_call(target, out)(a, b, **_attrs(strides, pads))
+
+
+def _as_cotangent_of(grad, primal):
+  """`grad` summed over the manual axes it varies over and `primal` does not (a replicated
+  kernel used with each device's images gets the sum of their gradients)."""
+  extra = _varying(grad) - _varying(primal)
+  return lax.psum(grad, tuple(sorted(extra))) if extra else grad
+
+
 def _forward_call(x, w, strides, pads):
-  out = jax.ShapeDtypeStruct(_out_shape(x, w, strides, pads), x.dtype)
-  return jax.ffi.ffi_call(_TARGETS[0], out)(x, w, **_attrs(strides, pads))
+  return _call(_TARGETS[0], _out_shape(x, w, strides, pads), x, w, strides, pads)
 
 
 def _input_grad_call(dy, w, x_shape, strides, pads):
-  out = jax.ShapeDtypeStruct(x_shape, dy.dtype)
-  return jax.ffi.ffi_call(_TARGETS[1], out)(dy, w, **_attrs(strides, pads))
+  return _call(_TARGETS[1], x_shape, dy, w, strides, pads)
 
 
 def _weight_grad_call(x, dy, w_shape, strides, pads):
-  out = jax.ShapeDtypeStruct(w_shape, x.dtype)
-  return jax.ffi.ffi_call(_TARGETS[2], out)(x, dy, **_attrs(strides, pads))
+  return _call(_TARGETS[2], w_shape, x, dy, strides, pads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -268,18 +292,14 @@ def _conv_bwd(strides, pads, residuals, dy):
   x, w = residuals
 
   def grads(x, w, dy):
-    return (_input_grad_call(dy, w, x.shape, strides, pads),
-            _weight_grad_call(x, dy, w.shape, strides, pads))
+    return (_as_cotangent_of(_input_grad_call(dy, w, x.shape, strides, pads), x),
+            _as_cotangent_of(_weight_grad_call(x, dy, w.shape, strides, pads), w))
 
   split = _data_shards(x.shape[0])
   if split is None:
     return grads(x, w, dy)
-
-  def sharded(x, w, dy):
-    dx, dw = grads(x, w, dy)
-    return dx, lax.psum(dw, DATA_AXIS)
-
-  return jax.shard_map(sharded, mesh=split[0], in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)),
+  # Inside, w is replicated and x, dy vary over "data": the weight gradient is psum'd.
+  return jax.shard_map(grads, mesh=split[0], in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)),
                        out_specs=(P(DATA_AXIS), P()))(x, w, dy)
 
 

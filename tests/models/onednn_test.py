@@ -145,6 +145,30 @@ def test_a_batch_that_does_not_split_over_the_mesh_still_computes_the_right_thin
   _assert_close(ours, reference)
 
 
+def test_inside_a_user_shard_map_it_follows_jax_semantics():
+  """In a shard_map over "data" (check_vma on) the calls stay on each device's images, and
+  the gradient of a replicated kernel is the sum over devices, as JAX gives for lax's."""
+  mesh = steps.make_mesh(jax.devices()[:4])
+  rng = np.random.RandomState(3)
+  x = jnp.asarray(rng.randn(16, 6, 6, 3), jnp.float32)  # 4 images per device.
+  w = jnp.asarray(rng.randn(3, 3, 3, 4), jnp.float32)
+  data, replicated = jax.sharding.PartitionSpec(steps.DATA_AXIS), jax.sharding.PartitionSpec()
+
+  def run(conv_fn):
+    def per_device(x, w):
+      y, vjp = jax.vjp(lambda x, w: conv_fn(x, w, (1, 1), "SAME", dimension_numbers=NHWC),
+                       x, w)
+      return (y, *vjp(jnp.sin(y)))
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(data, replicated),
+                                 out_specs=(data, data, replicated)))(x, w)
+
+  ours = run(onednn.conv_general_dilated)
+  _assert_close(ours, run(jax.lax.conv_general_dilated))
+  y, vjp = jax.vjp(lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=NHWC), x, w)
+  _assert_close(ours, (y, *vjp(jnp.sin(y))))
+
+
 def test_models_use_onednn_only_when_asked_and_on_the_cpu():
   config = ml_collections.ConfigDict(dict(name="wrn10_1"))
   assert models.create(config, 10).conv_kernels == "xla"
