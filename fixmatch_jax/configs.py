@@ -61,8 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # matmul_wgrad_min_images: on CPU, the 3x3 convolutions' weight gradients as matrix
   # products (models/conv.py) when each device holds at least this many images; -1: never.
-  # With train.cpu_convolutions="eigen" (the default) Eigen's own are faster; with "xla"
-  # (YNNPACK) 240 made the B = 64 step 1.3x faster on the project's 2-core CPU.
+  # With train.cpu_convolutions "onednn" (the default) or "eigen" the libraries' own are
+  # faster; with "xla" (YNNPACK) 240 made the B = 64 step 1.3x faster on the 2-core CPU.
   config.model = ml_collections.ConfigDict(dict(name="wrn28_2", matmul_wgrad_min_images=-1))
   # Start from the network (params, EMA params, BatchNorm statistics) of another run:
   # its workdir, or None. Parameter paths matching the regex init_from_exclude (e.g.

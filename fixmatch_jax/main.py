@@ -165,7 +165,7 @@ def jax_backends_initialized() -> bool:
 def recipe_cpu_convolutions() -> str:
   """The convolution kernels the paper recipes get here: configs.base_config's
   `train.cpu_convolutions`, or "xla" where that is "eigen" and this jaxlib lacks the flag
-  (for the benchmarks; "onednn" falls back at run time, train.resolve_cpu_convolutions)."""
+  (for the benchmarks; "onednn" falls back to Eigen at run time, in models.create)."""
   from fixmatch_jax import configs  # noqa: PLC0415 - no JAX import.
   choice = configs.base_config().train.cpu_convolutions
   return "xla" if choice == "eigen" and not xla_has_eigen_convolutions_flag() else choice
@@ -175,7 +175,7 @@ def set_cpu_xla_flags(config) -> list[str]:
   """Adds our CPU defaults to XLA_FLAGS before JAX starts; returns the flags added.
 
   One host device per core (`cpu_device_count`) unless XLA_FLAGS already sets a count, and
-  with `config.train.cpu_convolutions == "eigen"`, `EIGEN_CONVOLUTIONS_FLAG` unless
+  with `config.train.cpu_convolutions` "eigen" or "onednn", `EIGEN_CONVOLUTIONS_FLAG` unless
   XLA_FLAGS already chooses the YNNPACK fusions (skipped, with a warning, where this
   jaxlib lacks the flag). Nothing once a JAX backend has started (XLA read its flags then).
   """

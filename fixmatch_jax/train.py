@@ -203,9 +203,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
   tf.config.set_visible_devices([], "GPU")
   os.makedirs(workdir, exist_ok=True)
   write_or_check_config(config, workdir)
-  # Hardware and date, for the summarizer's tables; which kernels ran the convolutions.
-  cpu_convolutions = onednn.resolve_cpu_convolutions(config.train.cpu_convolutions)
-  metrics.write_run_info(workdir, **onednn.cpu_convolutions_info(cpu_convolutions))
 
   algorithm = algorithms.get(config.algorithm)
   train_source, test_source = load_sources(config.data)
@@ -215,7 +212,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> train
                config.data.dataset, len(split.labelled), len(split.unlabelled),
                len(test_source.labels), num_classes)
 
-  model = models.create(config.model, num_classes, cpu_convolutions)
+  model = models.create(config.model, num_classes, config.train.cpu_convolutions)
+  # Hardware and date, for the summarizer's tables; which kernels run the convolutions.
+  metrics.write_run_info(
+      workdir, **onednn.cpu_convolutions_info(config.train.cpu_convolutions, model))
   lr_fn = optim.learning_rate_schedule(config.optim)
   tx = optim.create_optimizer(config.optim)
   mesh = steps.make_mesh()

@@ -78,7 +78,6 @@ def main() -> None:
 
   from fixmatch_jax import algorithms, models, optim, steps, train, train_state  # noqa: PLC0415
   from fixmatch_jax.data import pipeline, splits  # noqa: PLC0415
-  from fixmatch_jax.models import onednn  # noqa: PLC0415
 
   tf.config.set_visible_devices([], "GPU")
   algorithm = algorithms.get(config.algorithm)
@@ -86,7 +85,7 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as workdir:
     split = splits.load_or_create(workdir, config.data, train_source, config.seed)
   model = models.create(config.model, train_source.num_classes,
-                        onednn.resolve_cpu_convolutions(config.train.cpu_convolutions))
+                        config.train.cpu_convolutions)
   tx = optim.create_optimizer(config.optim)
   lr_fn = optim.learning_rate_schedule(config.optim)
   mesh = steps.make_mesh()

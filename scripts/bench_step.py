@@ -63,11 +63,9 @@ def build_step(batch: int, mu: int, image_size: int, conv_bias: bool,
   from fixmatch_jax import algorithms, configs, models, optim, train_state
   from fixmatch_jax import steps as steps_lib
   from fixmatch_jax.main import recipe_cpu_convolutions
-  from fixmatch_jax.models import onednn
 
   if cpu_convolutions is None:
     cpu_convolutions = recipe_cpu_convolutions()
-  cpu_convolutions = onednn.resolve_cpu_convolutions(cpu_convolutions)
 
   config = configs.base_config()
   config.data.batch_size, config.data.mu = batch, mu

@@ -50,8 +50,8 @@ def create(config_model: ml_collections.ConfigDict, num_classes: int,
     num_classes: number of output classes.
     cpu_convolutions: `config.train.cpu_convolutions`; "onednn" gives models with a
       `conv_kernels` field (the wide ResNets) oneDNN's convolutions when JAX's default
-      backend is the CPU (models/onednn.py). Other values change XLA flags only
-      (fixmatch_jax.main), nothing here.
+      backend is the CPU and the library works here (models/onednn.py; otherwise a
+      warning says why). Other values change XLA flags only (fixmatch_jax.main).
 
   Returns:
     An unbound Flax module.
@@ -73,5 +73,7 @@ def create(config_model: ml_collections.ConfigDict, num_classes: int,
       kwargs[field] = jnp.dtype(value) if field == "dtype" else value
   if (cpu_convolutions == "onednn" and "conv_kernels" in module_class.__dataclass_fields__
       and jax.default_backend() == "cpu"):
-    kwargs["conv_kernels"] = "onednn"
+    from fixmatch_jax.models import onednn  # noqa: PLC0415 - builds C++ on first use.
+    if onednn.available_or_warn():  # Else Eigen's (logged, with the fix).
+      kwargs["conv_kernels"] = "onednn"
   return module_class(num_classes=num_classes, **kwargs)

@@ -50,6 +50,16 @@ _NHWC_HWIO = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 
                                       out_spec=(0, 3, 1, 2))
 
 
+def is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                  feature_group_count, batch_group_count) -> bool:
+  """A 2-D convolution of NHWC activations with an HWIO kernel, no dilation, no groups."""
+  if lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != 1 or batch_group_count != 1:
+    return False
+  if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
+    return False
+  return lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == _NHWC_HWIO
+
+
 def _xla_conv(x: jax.Array, w: jax.Array, precision) -> jax.Array:
   return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                   dimension_numbers=_NHWC_HWIO, precision=precision)
@@ -118,14 +128,10 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 def _is_3x3_same(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                  dimension_numbers, feature_group_count, batch_group_count) -> bool:
-  if lhs.ndim != 4 or rhs.ndim != 4 or tuple(rhs.shape[:2]) != (3, 3):
+  if not is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                       feature_group_count, batch_group_count):
     return False
-  if tuple(window_strides) != (1, 1) or feature_group_count != 1 or batch_group_count != 1:
-    return False
-  if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
-    return False
-  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-  if dims != _NHWC_HWIO:
+  if tuple(rhs.shape[:2]) != (3, 3) or tuple(window_strides) != (1, 1):
     return False
   pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
           if isinstance(padding, str) else padding)

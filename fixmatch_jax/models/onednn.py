@@ -41,6 +41,8 @@ from absl import logging
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
+from fixmatch_jax.models import conv as conv_lib
+
 SOURCE = pathlib.Path(__file__).with_name("native") / "onednn_conv.cc"
 DATA_AXIS = "data"  # steps.DATA_AXIS (not imported: steps imports the models).
 _TARGETS = ("FixmatchOnednnConvForward", "FixmatchOnednnConvBackwardData",
@@ -158,32 +160,26 @@ def version() -> str:
   return load().FixmatchOnednnVersion().decode()
 
 
-def resolve_cpu_convolutions(requested: str) -> str:
-  """The `config.train.cpu_convolutions` this process can honour.
-
-  "onednn" needs this library; where it cannot be built or loaded, training goes on with
-  "eigen" (the same arithmetic up to float32 rounding; the XLA flags fixmatch_jax.main set
-  for "onednn" already chose Eigen for XLA's convolutions) and the log says why. Off the
-  CPU the setting does nothing.
-  """
-  if requested != "onednn" or jax.default_backend() != "cpu":
-    return requested
+def available_or_warn() -> bool:
+  """Whether the library works here; if not, logs why (with the fix) and that the model
+  gets Eigen's convolutions instead: the same arithmetic up to float32 rounding, and the
+  XLA flags fixmatch_jax.main sets for "onednn" already chose Eigen for XLA's own."""
   reason = unavailable_reason()
   if reason:
     logging.warning("config.train.cpu_convolutions='onednn', but %s. Using Eigen's "
                     "convolutions instead (slower on CPU, same results).", reason)
-    return "eigen"
-  return requested
+  return reason is None
 
 
-def cpu_convolutions_info(cpu_convolutions: str) -> dict[str, str]:
-  """run_info.json entries naming the convolution kernels in use."""
+def cpu_convolutions_info(requested: str, model) -> dict[str, str]:
+  """run_info.json entries naming the convolution kernels `model` runs with, for
+  `config.train.cpu_convolutions` = `requested` (models.create decided)."""
   if jax.default_backend() != "cpu":
     return {"cpu_convolutions": "unused (not a CPU run)"}
-  info = {"cpu_convolutions": cpu_convolutions}
-  if cpu_convolutions == "onednn":
-    info["onednn_version"] = version()
-  return info
+  if getattr(model, "conv_kernels", "xla") == "onednn":
+    return {"cpu_convolutions": "onednn", "onednn_version": version()}
+  # "onednn" not taken (a model without oneDNN convolutions, or no oneDNN here): Eigen's.
+  return {"cpu_convolutions": "eigen" if requested == "onednn" else requested}
 
 
 def threads_per_call() -> int:
@@ -210,8 +206,8 @@ def _out_shape(x, w, strides, pads) -> tuple[int, int, int, int]:
   return (n, (h + pt + pb - kh) // strides[0] + 1, (wd + pl + pr - kw) // strides[1] + 1, o)
 
 
-def _data_shards(batch: int) -> tuple[object, int] | None:
-  """The context mesh and its "data" size when calls should be split over it."""
+def _data_mesh(batch: int):
+  """The context mesh when calls should be split over its "data" axis, else None."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or DATA_AXIS not in mesh.axis_names:
     return None
@@ -220,7 +216,7 @@ def _data_shards(batch: int) -> tuple[object, int] | None:
   size = mesh.shape[DATA_AXIS]
   if size == 1 or batch % size:
     return None  # Unsplittable: XLA runs the call on the gathered batch (correct, slower).
-  return mesh, size
+  return mesh
 
 
 def _varying(x) -> frozenset:
@@ -248,18 +244,6 @@ def _as_cotangent_of(grad, primal):
   return lax.psum(grad, tuple(sorted(extra))) if extra else grad
 
 
-def _forward_call(x, w, strides, pads):
-  return _call(_TARGETS[0], _out_shape(x, w, strides, pads), x, w, strides, pads)
-
-
-def _input_grad_call(dy, w, x_shape, strides, pads):
-  return _call(_TARGETS[1], x_shape, dy, w, strides, pads)
-
-
-def _weight_grad_call(x, dy, w_shape, strides, pads):
-  return _call(_TARGETS[2], w_shape, x, dy, strides, pads)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def conv(x: jax.Array, w: jax.Array, strides: tuple[int, int],
          pads: tuple[tuple[int, int], tuple[int, int]]) -> jax.Array:
@@ -279,47 +263,34 @@ def conv(x: jax.Array, w: jax.Array, strides: tuple[int, int],
 
 
 def _conv_fwd(x, w, strides, pads):
-  split = _data_shards(x.shape[0])
-  if split is None:
-    y = _forward_call(x, w, strides, pads)
-  else:
-    y = jax.shard_map(lambda x, w: _forward_call(x, w, strides, pads), mesh=split[0],
-                      in_specs=(P(DATA_AXIS), P()), out_specs=P(DATA_AXIS))(x, w)
-  return y, (x, w)
+  def forward(x, w):
+    return _call(_TARGETS[0], _out_shape(x, w, strides, pads), x, w, strides, pads)
+
+  mesh = _data_mesh(x.shape[0])
+  if mesh is None:
+    return forward(x, w), (x, w)
+  return jax.shard_map(forward, mesh=mesh, in_specs=(P(DATA_AXIS), P()),
+                       out_specs=P(DATA_AXIS))(x, w), (x, w)
 
 
 def _conv_bwd(strides, pads, residuals, dy):
   x, w = residuals
 
   def grads(x, w, dy):
-    return (_as_cotangent_of(_input_grad_call(dy, w, x.shape, strides, pads), x),
-            _as_cotangent_of(_weight_grad_call(x, dy, w.shape, strides, pads), w))
+    return (_as_cotangent_of(_call(_TARGETS[1], x.shape, dy, w, strides, pads), x),
+            _as_cotangent_of(_call(_TARGETS[2], w.shape, x, dy, strides, pads), w))
 
-  split = _data_shards(x.shape[0])
-  if split is None:
+  mesh = _data_mesh(x.shape[0])
+  if mesh is None:
     return grads(x, w, dy)
   # Inside, w is replicated and x, dy vary over "data": the weight gradient is psum'd.
-  return jax.shard_map(grads, mesh=split[0], in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)),
+  return jax.shard_map(grads, mesh=mesh, in_specs=(P(DATA_AXIS), P(), P(DATA_AXIS)),
                        out_specs=(P(DATA_AXIS), P()))(x, w, dy)
 
 
 conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def supports(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
-             feature_group_count, batch_group_count, preferred_element_type) -> bool:
-  """Whether a lax.conv_general_dilated call is one `conv` computes (2-D, NHWC/HWIO, f32)."""
-  if lhs.ndim != 4 or rhs.ndim != 4 or preferred_element_type is not None:
-    return False
-  if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
-    return False
-  if feature_group_count != 1 or batch_group_count != 1:
-    return False
-  if any(d is not None and tuple(d) != (1, 1) for d in (lhs_dilation, rhs_dilation)):
-    return False
-  dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-  return dims == lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
-                                          out_spec=(0, 3, 1, 2))
 
 
 def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
@@ -327,10 +298,11 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding,
                          feature_group_count: int = 1, batch_group_count: int = 1,
                          precision=None, preferred_element_type=None) -> jax.Array:
   """Drop-in for lax.conv_general_dilated (flax `nn.Conv(conv_general_dilated=...)`):
-  `conv` where `supports` says so, lax.conv_general_dilated otherwise (e.g. bfloat16)."""
-  if supports(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-              dimension_numbers, feature_group_count, batch_group_count,
-              preferred_element_type):
+  `conv` for 2-D float32 NHWC/HWIO convolutions without dilation or groups,
+  lax.conv_general_dilated otherwise (e.g. bfloat16)."""
+  if (preferred_element_type is None and lhs.dtype == rhs.dtype == jnp.float32
+      and conv_lib.is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                                 feature_group_count, batch_group_count)):
     strides = tuple(int(s) for s in window_strides)
     pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
             if isinstance(padding, str) else padding)

@@ -265,16 +265,24 @@ def test_source_is_shipped_with_the_package():
 
 
 def test_training_falls_back_to_eigen_where_onednn_is_missing_and_says_why(monkeypatch, caplog):
-  assert onednn.resolve_cpu_convolutions("onednn") == "onednn"
-  info = onednn.cpu_convolutions_info("onednn")
+  wrn = ml_collections.ConfigDict(dict(name="wrn10_1"))
+  model = models.create(wrn, 10, "onednn")
+  assert model.conv_kernels == "onednn"
+  info = onednn.cpu_convolutions_info("onednn", model)
   assert info["cpu_convolutions"] == "onednn"
   assert re.fullmatch(r"3\.\d+\.\d+", info["onednn_version"])
   monkeypatch.setattr(onednn, "unavailable_reason", lambda: "no oneDNN on this machine")
   with caplog.at_level("WARNING"):
-    assert onednn.resolve_cpu_convolutions("onednn") == "eigen"
+    model = models.create(wrn, 10, "onednn")
+  assert model.conv_kernels == "xla"
+  assert onednn.cpu_convolutions_info("onednn", model) == {"cpu_convolutions": "eigen"}
   assert "no oneDNN on this machine" in caplog.text and "Eigen" in caplog.text
-  assert onednn.resolve_cpu_convolutions("xla") == "xla"
-  assert onednn.cpu_convolutions_info("eigen") == {"cpu_convolutions": "eigen"}
+  assert models.create(wrn, 10, "xla").conv_kernels == "xla"
+  assert onednn.cpu_convolutions_info("xla", model) == {"cpu_convolutions": "xla"}
+  assert onednn.cpu_convolutions_info("eigen", model) == {"cpu_convolutions": "eigen"}
+  # A model without oneDNN convolutions runs Eigen's under "onednn" (the XLA flags).
+  small = models.create(ml_collections.ConfigDict(dict(name="cnn_small")), 10, "onednn")
+  assert onednn.cpu_convolutions_info("onednn", small) == {"cpu_convolutions": "eigen"}
 
 
 def test_command_line_run_with_onednn_convolutions(tmp_path):
